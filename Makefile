@@ -1,0 +1,45 @@
+# Two commands matter: `make run` (serve the API) and `make test` (every check and test).
+# Both bootstrap from nothing but Python 3.11 and pip.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+BIN := .venv/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install install-runtime lint format migrate clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install-runtime: $(UV)
+	$(UV) sync --locked --no-default-groups --inexact
+
+install: $(UV)
+	$(UV) sync --locked
+
+run: install-runtime
+	$(BIN)/python -m app migrate
+	$(BIN)/python -m app create-admin
+	$(BIN)/python -m app serve --host $(HOST) --port $(PORT)
+
+migrate: install-runtime
+	$(BIN)/python -m app migrate
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict app
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache

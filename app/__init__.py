@@ -1,0 +1,1 @@
+"""LLM backend: one authenticated API over LM Studio and cloud LLMs."""

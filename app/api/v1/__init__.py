@@ -1,0 +1,11 @@
+"""Version 1 of the HTTP API, mounted at /api/v1."""
+
+from fastapi import APIRouter
+
+from app.api.v1 import api_keys, health, login, users
+
+api_router = APIRouter(prefix="/api/v1")
+api_router.include_router(login.router)
+api_router.include_router(users.router)
+api_router.include_router(api_keys.router)
+api_router.include_router(health.router)

@@ -1,0 +1,43 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.core.migrate import current_revision, head_revision
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("")
+async def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@cache
+def _expected_revision() -> str | None:
+    return head_revision()
+
+
+@router.get("/ready", response_model=None)
+async def ready() -> dict[str, str] | JSONResponse:
+    """The database answers and its schema is current; 503 naming the reason otherwise."""
+    try:
+        async with asyncio.timeout(5):
+            revision = await current_revision()
+    except Exception as exc:  # any driver error means "not ready"
+        reason = f"database unreachable ({type(exc).__name__})"
+        return JSONResponse(status_code=503, content={"detail": reason})
+    expected = _expected_revision()
+    if revision != expected:
+        reason = (
+            f"database schema is at {revision or 'nothing'}, expected {expected}: "
+            "run `python -m app migrate`"
+        )
+        return JSONResponse(status_code=503, content={"detail": reason})
+    return {"status": "ready", "database": "ok", "schema": str(revision)}

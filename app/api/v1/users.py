@@ -1,0 +1,88 @@
+"""The current user, and admin-only user management."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from app.api.deps import AdminUser, CurrentUser, SessionDep, require_admin
+from app.models import User, UserCreate, UserPublic, UsersPublic, UserUpdate
+from app.services import users as user_service
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+_EMAIL_TAKEN = "A user with this email already exists"
+
+
+@router.get("/me")
+async def read_me(user: CurrentUser) -> UserPublic:
+    """The authenticated user."""
+    return UserPublic.model_validate(user)
+
+
+@router.get("", dependencies=[Depends(require_admin)])
+async def list_users(
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> UsersPublic:
+    """A page of users (admin only)."""
+    rows, count = await user_service.list_users(session, skip, limit)
+    return UsersPublic(data=[UserPublic.model_validate(u) for u in rows], count=count)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_admin)])
+async def create_user(session: SessionDep, user_in: UserCreate) -> UserPublic:
+    """Create a user (admin only); 409 if the email is taken."""
+    if await user_service.get_user_by_email(session, user_in.email) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=_EMAIL_TAKEN)
+    return UserPublic.model_validate(await user_service.create_user(session, user_in))
+
+
+async def _existing_user(session: SessionDep, user_id: uuid.UUID) -> User:
+    user = await user_service.get_user(session, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
+    return user
+
+
+@router.get("/{user_id}", dependencies=[Depends(require_admin)])
+async def read_user(user: Annotated[User, Depends(_existing_user)]) -> UserPublic:
+    """One user (admin only)."""
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/{user_id}")
+async def update_user(
+    session: SessionDep,
+    admin: AdminUser,
+    user: Annotated[User, Depends(_existing_user)],
+    user_in: UserUpdate,
+) -> UserPublic:
+    """Update a user (admin only): rename, reset password, (de)activate, grant admin."""
+    if user.id == admin.id and (user_in.is_active is False or user_in.is_superuser is False):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail="Admins cannot deactivate or demote themselves"
+        )
+    email_changes = user_in.email is not None and user_in.email.lower() != user.email.lower()
+    if email_changes and await user_service.get_user_by_email(session, str(user_in.email)):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=_EMAIL_TAKEN)
+    return UserPublic.model_validate(await user_service.update_user(session, user, user_in))
+
+
+@router.delete("/{user_id}")
+async def deactivate_user(
+    session: SessionDep,
+    admin: AdminUser,
+    user: Annotated[User, Depends(_existing_user)],
+) -> UserPublic:
+    """Deactivate a user (admin only); their tokens and API keys stop working at once."""
+    if user.id == admin.id:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail="Admins cannot deactivate themselves"
+        )
+    return UserPublic.model_validate(
+        await user_service.update_user(session, user, UserUpdate(is_active=False))
+    )

@@ -1,0 +1,1 @@
+"""Process-wide plumbing: configuration, database, security."""

@@ -1,0 +1,101 @@
+"""Every environment variable the service reads, in one pydantic-settings class."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105
+DEFAULT_SUPERUSER_PASSWORD = "changethis"  # noqa: S105
+
+
+class LLMProvider(StrEnum):
+    """Every LLM provider the service can talk to. Adding one starts here."""
+
+    LMSTUDIO = "lmstudio"
+    OPENAI = "openai"
+
+
+class Settings(BaseSettings):
+    """Service configuration from environment variables and an optional `.env` file.
+
+    Defaults suit a developer machine; production mode refuses default secrets.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["local", "production"] = "local"
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    database_url: str = "sqlite+aiosqlite:///./data/app.db"
+    first_superuser_email: str = "admin@example.com"
+    first_superuser_password: SecretStr = SecretStr(DEFAULT_SUPERUSER_PASSWORD)
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    backend_cors_origins: Annotated[list[str], NoDecode] = []
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    llm_provider: LLMProvider = LLMProvider.LMSTUDIO
+    lmstudio_base_url: str = "http://localhost:1234/v1"
+    lmstudio_model: str | None = None
+    lmstudio_timeout: int = Field(default=60, ge=1, le=3600)
+    lmstudio_max_retries: int = Field(default=3, ge=0, le=10)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str | None = None
+    openai_timeout: int = Field(default=60, ge=1, le=3600)
+    openai_max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("backend_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("lmstudio_model", "openai_model", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+            raise ValueError(
+                "SECRET_KEY must be set in production: generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 characters in production")
+        if self.first_superuser_password.get_secret_value() == DEFAULT_SUPERUSER_PASSWORD:
+            raise ValueError(
+                "FIRST_SUPERUSER_PASSWORD must be changed from its default in production"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = Settings()
+    return _settings
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process's settings (tests, CLI); None re-reads the environment next time."""
+    global _settings
+    _settings = settings

@@ -1,0 +1,61 @@
+"""The FastAPI application: routers, lifespan and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.errors import install_error_handlers
+from app.api.v1 import api_router
+from app.core.config import get_settings
+from app.core.db import dispose_engine, get_sessionmaker
+from app.services.users import ensure_first_superuser
+
+logger = logging.getLogger("app")
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Create the first admin if absent; close pooled connections on shutdown."""
+    settings = get_settings()
+    try:
+        async with get_sessionmaker()() as session:
+            await ensure_first_superuser(session, settings)
+    except Exception as exc:  # keep serving: /health/ready reports the cause
+        logger.error(
+            "could not create the first admin (%s: %s); is the database reachable and "
+            "migrated? run `python -m app migrate`",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+    try:
+        yield
+    finally:
+        await dispose_engine()
+
+
+def create_app() -> FastAPI:
+    """Build the application from the current settings."""
+    settings = get_settings()
+    logging.getLogger("app").setLevel(settings.log_level)
+    app = FastAPI(
+        title="LLM backend",
+        summary="One authenticated API over LM Studio and cloud LLMs.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    if settings.backend_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.backend_cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,1 @@
+"""Plain functions that hold the service's logic; routers stay thin."""

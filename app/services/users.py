@@ -1,0 +1,85 @@
+"""Users: creation, lookup, authentication and the first admin."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.config import Settings
+from app.core.security import hash_password, verify_password
+from app.models import User, UserCreate, UserUpdate
+
+logger = logging.getLogger(__name__)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """The user with this email (case-insensitive), if any."""
+    result = await session.exec(select(User).where(func.lower(User.email) == email.lower()))
+    return result.first()
+
+
+async def create_user(session: AsyncSession, user_in: UserCreate) -> User:
+    """Insert a user with an argon2 hash of their password."""
+    user = User.model_validate(
+        user_in.model_dump(exclude={"password"}),
+        update={"hashed_password": hash_password(user_in.password)},
+    )
+    session.add(user)
+    await session.commit()
+    await session.refresh(user)
+    return user
+
+
+async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) -> User:
+    """Apply the fields set in `user_in`, re-hashing a new password."""
+    data = user_in.model_dump(exclude_unset=True)
+    password = data.pop("password", None)
+    if password is not None:
+        data["hashed_password"] = hash_password(password)
+    user.sqlmodel_update(data)
+    session.add(user)
+    await session.commit()
+    await session.refresh(user)
+    return user
+
+
+async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
+    """The user whose email and password match, else None (same cost either way)."""
+    user = await get_user_by_email(session, email)
+    if not verify_password(password, user.hashed_password if user else None):
+        return None
+    return user
+
+
+async def list_users(session: AsyncSession, skip: int, limit: int) -> tuple[list[User], int]:
+    """A page of users, oldest first, and the total count."""
+    count = (await session.exec(select(func.count()).select_from(User))).one()
+    page = await session.exec(
+        select(User).order_by(col(User.created_at), col(User.id)).offset(skip).limit(limit)
+    )
+    return list(page.all()), count
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user with this id, if any."""
+    return await session.get(User, user_id)
+
+
+async def ensure_first_superuser(session: AsyncSession, settings: Settings) -> bool:
+    """Create the admin named by FIRST_SUPERUSER_EMAIL if absent; True when created."""
+    if await get_user_by_email(session, settings.first_superuser_email) is not None:
+        return False
+    await create_user(
+        session,
+        UserCreate(
+            email=settings.first_superuser_email,
+            password=settings.first_superuser_password.get_secret_value(),
+            is_superuser=True,
+            full_name="Administrator",
+        ),
+    )
+    logger.info("created first admin %s", settings.first_superuser_email)
+    return True
