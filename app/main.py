@@ -13,6 +13,7 @@ from app.api.errors import install_error_handlers
 from app.api.v1 import api_router
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
+from app.services.llm.providers.openai_compatible import close_clients
 from app.services.users import ensure_first_superuser
 
 logger = logging.getLogger("app")
@@ -35,6 +36,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await close_clients()
         await dispose_engine()
 
 

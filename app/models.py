@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from pydantic import EmailStr
+from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
 from sqlmodel import Field, SQLModel
+
+from app.core.config import LLMProvider
 
 
 def utcnow() -> datetime:
@@ -88,6 +92,84 @@ class ApiKeyPublic(ApiKeyBase):
 
 class ApiKeyCreated(ApiKeyPublic):
     key: str = Field(description="The API key itself. Shown only once: store it now.")
+
+
+# ── LLM settings ─────────────────────────────────────────────────────────────
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(char).startswith("C") for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+ModelName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_printable),
+]
+
+
+class LLMSettingsBase(SQLModel):
+    provider: LLMProvider = Field(sa_type=sa.String(32))
+    lmstudio_model: str | None = Field(default=None, max_length=200)
+    openai_model: str | None = Field(default=None, max_length=200)
+
+
+class LLMSettings(LLMSettingsBase, table=True):
+    """The singleton row (id 1) an admin saves; it wins over the env defaults."""
+
+    __tablename__ = "llmsettings"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
+    updated_by: uuid.UUID | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+
+
+class LLMSettingsCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    provider: LLMProvider
+    lmstudio_model: ModelName | None = None
+    openai_model: ModelName | None = None
+
+
+class LLMSettingsUpdate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    provider: LLMProvider | None = None
+    lmstudio_model: ModelName | None = None
+    openai_model: ModelName | None = None
+
+
+class LLMSettingsPublic(SQLModel):
+    provider: LLMProvider
+    model: str | None = Field(description="The model the active provider uses now")
+    lmstudio_model: str | None
+    openai_model: str | None
+    lmstudio_base_url: str
+    openai_base_url: str
+    openai_api_key_set: bool
+    source: Literal["database", "environment"]
+    version: int
+    updated_at: datetime | None
+
+
+class LMStudioModelPublic(SQLModel):
+    id: str
+    type: str | None
+    state: str | None
+    max_context_length: int | None
+    publisher: str | None
+    quantization: str | None
+
+
+class LMStudioModelsDetail(SQLModel):
+    base_url: str
+    models: list[LMStudioModelPublic]
+    loaded: list[str]
+    message: str | None = Field(description="Why nothing can answer yet, when that is so")
 
 
 # ── auth ─────────────────────────────────────────────────────────────────────

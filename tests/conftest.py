@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +19,18 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings, set_settings
-from app.core.db import dispose_engine
+from app.core.config import Settings, get_settings, set_settings
+from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import upgrade
 from app.main import create_app
+from app.models import LLMSettings
+from app.services.llm.providers.lmstudio import clear_discovery_cache
+from app.services.llm.settings import invalidate_cache
+from app.services.llm.structured import forget_modes
+from tests.upstream import StandInServer
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -49,6 +55,7 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "first_superuser_email": ADMIN_EMAIL,
         "first_superuser_password": ADMIN_PASSWORD,
         "lmstudio_base_url": "http://127.0.0.1:9/v1",
+        "llm_retry_backoff": 0.01,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -114,15 +121,67 @@ async def scratch_databases(
 
 
 @pytest.fixture(scope="session")
-async def database_url(scratch_databases: ScratchDatabases) -> AsyncIterator[str]:
+def upstream_server() -> Iterator[StandInServer]:
+    """The stand-in LM Studio server for the whole session (reset by `upstream`)."""
+    with StandInServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(upstream_server: StandInServer) -> Iterator[StandInServer]:
+    """The stand-in LM Studio server, with no scripts and no recorded requests."""
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.reset()
+
+
+@pytest.fixture(scope="session")
+async def database_url(
+    scratch_databases: ScratchDatabases, upstream_server: StandInServer
+) -> AsyncIterator[str]:
     """A migrated database, configured as the process's database for the session."""
     url = await scratch_databases.new()
-    set_settings(test_settings(url))
+    set_settings(test_settings(url, lmstudio_base_url=upstream_server.base_url))
     await dispose_engine()
     await upgrade()
     yield url
     await dispose_engine()
     set_settings(None)
+
+
+@dataclass
+class LLMEnv:
+    """Changes the env-level settings for one test; undone afterwards."""
+
+    original: Settings
+
+    def set(self, **changes: object) -> Settings:
+        """Apply `changes` (field names of Settings) on top of the session's settings."""
+        values = {**self.original.model_dump(), **changes}
+        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        set_settings(settings)
+        return settings
+
+
+@pytest.fixture
+async def llm_env(database_url: str, upstream: StandInServer) -> AsyncIterator[LLMEnv]:
+    """A clean LLM state: no saved llmsettings row, empty caches, env as the session set it."""
+    original = get_settings()
+
+    async def clean() -> None:
+        async with get_sessionmaker()() as session:
+            row = await session.get(LLMSettings, 1)
+            if row is not None:
+                await session.delete(row)
+                await session.commit()
+        invalidate_cache()
+        forget_modes()
+        clear_discovery_cache()
+
+    await clean()
+    yield LLMEnv(original)
+    set_settings(original)
+    await clean()
 
 
 # ── the app over HTTP ────────────────────────────────────────────────────────
@@ -142,10 +201,15 @@ class RunningServer:
         await self.task
 
 
-async def serve_app() -> RunningServer:
-    """Start the real app under uvicorn on a free loopback port."""
+async def serve_app(app: FastAPI | None = None) -> RunningServer:
+    """Start `app` (default: the real app) under uvicorn on a free loopback port."""
     config = uvicorn.Config(
-        create_app, factory=True, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        app or create_app,
+        factory=app is None,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

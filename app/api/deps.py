@@ -13,6 +13,7 @@ from app.core.db import get_session
 from app.core.security import InvalidTokenError, decode_access_token, looks_like_api_key
 from app.models import User
 from app.services.api_keys import user_for_api_key
+from app.services.llm import LLMService, get_llm_service
 from app.services.users import get_user
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
@@ -67,3 +68,6 @@ async def require_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+LLMServiceDep = Annotated[LLMService, Depends(get_llm_service)]

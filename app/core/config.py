@@ -41,11 +41,14 @@ class Settings(BaseSettings):
     lmstudio_model: str | None = None
     lmstudio_timeout: int = Field(default=60, ge=1, le=3600)
     lmstudio_max_retries: int = Field(default=3, ge=0, le=10)
+    lmstudio_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str | None = None
     openai_timeout: int = Field(default=60, ge=1, le=3600)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_retry_backoff: float = Field(default=0.5, ge=0, le=30)
+    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator("backend_cors_origins", mode="before")
     @classmethod

@@ -1,0 +1,86 @@
+"""Pick the service for a provider and model: the effective settings, or explicit overrides."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from app.core.config import LLMProvider, get_settings
+from app.services.llm.errors import LLMConfigurationError
+from app.services.llm.protocol import LLMService
+from app.services.llm.providers.lmstudio import LMStudioService
+from app.services.llm.providers.openai import OpenAIService
+from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.settings import load_effective_settings
+
+PROVIDERS: dict[LLMProvider, type[OpenAICompatibleService]] = {
+    LLMProvider.LMSTUDIO: LMStudioService,
+    LLMProvider.OPENAI: OpenAIService,
+}
+MAX_CACHED_SERVICES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LLMServiceResult:
+    """A ready service and the provider and model it was built for."""
+
+    service: LLMService
+    provider: LLMProvider
+    model: str
+
+
+_services: OrderedDict[tuple[str, ...], OpenAICompatibleService] = OrderedDict()
+
+
+def parse_provider(value: str | LLMProvider) -> LLMProvider:
+    """The provider named `value`; LLMConfigurationError listing the choices otherwise."""
+    try:
+        return LLMProvider(str(value).strip().lower())
+    except ValueError:
+        choices = ", ".join(p.value for p in LLMProvider)
+        raise LLMConfigurationError(
+            f"Unknown LLM provider '{value}'; choose one of: {choices}"
+        ) from None
+
+
+def build_service(provider: LLMProvider, model: str) -> OpenAICompatibleService:
+    """The service for `provider` and `model` with the current env settings (reused when equal)."""
+    settings = get_settings()
+    service_class = PROVIDERS[provider]
+    config = service_class.config_from(settings, model)
+    key = (
+        provider.value,
+        config.model_dump_json(),
+        str(settings.llm_retry_backoff),
+        settings.llm_http_transport,
+    )
+    service = _services.get(key)
+    if service is None:
+        service = service_class(
+            config, retry_backoff=settings.llm_retry_backoff, transport=settings.llm_http_transport
+        )
+        _services[key] = service
+        if len(_services) > MAX_CACHED_SERVICES:
+            _services.popitem(last=False)
+    else:
+        _services.move_to_end(key)
+    return service
+
+
+async def get_llm_service_with_overrides(
+    provider: str | LLMProvider | None = None, model: str | None = None
+) -> LLMServiceResult:
+    """The service for `provider` and `model`; what is omitted comes from the effective settings.
+
+    Raises LLMConfigurationError for an unknown provider or one without a configured model.
+    """
+    effective = await load_effective_settings()
+    chosen = parse_provider(provider) if provider is not None else effective.provider
+    chosen_model = (model or "").strip() or effective.model_for(chosen)
+    if not chosen_model:
+        service_class = PROVIDERS[chosen]
+        raise LLMConfigurationError(
+            f"No {service_class.display_name} model is configured: set {chosen.value}_model "
+            f"with PATCH /api/v1/llm-settings, or set {service_class.env_prefix}_MODEL"
+        )
+    return LLMServiceResult(build_service(chosen, chosen_model), chosen, chosen_model)

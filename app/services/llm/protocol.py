@@ -1,0 +1,114 @@
+"""The interface every provider implements, and the small types it speaks in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
+
+from app.core.config import LLMProvider
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Message = dict[str, Any]  # an OpenAI-style chat message: {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent by one call, as the upstream reported them (0 when it did not)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One finished reply: its text, any reasoning, why it stopped, and what it cost."""
+
+    text: str
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model an upstream offers. Fields other than `id` are None when the upstream is silent."""
+
+    id: str
+    type: str | None = None
+    state: str | None = None  # "loaded" | "not-loaded" (LM Studio's native API)
+    max_context_length: int | None = None
+    publisher: str | None = None
+    quantization: str | None = None
+
+
+@runtime_checkable
+class LLMService(Protocol):
+    """What callers use: one provider and model, ready to answer."""
+
+    @property
+    def provider(self) -> LLMProvider:
+        """Which provider answers."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """Which model answers."""
+        ...
+
+    async def get_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The model's reply to `prompt`, as text."""
+        ...
+
+    async def get_structured_response(
+        self,
+        prompt: str,
+        response_model: type[ModelT],
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ModelT:
+        """The model's reply to `prompt`, validated as an instance of `response_model`."""
+        ...
+
+    def stream_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """The model's reply to `prompt`, as text chunks while they arrive."""
+        ...
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
+        """One chat completion over `messages`, with everything the upstream reported."""
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the upstream offers."""
+        ...

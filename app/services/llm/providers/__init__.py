@@ -1,0 +1,1 @@
+"""One module per provider; the OpenAI-wire ones share `openai_compatible`."""

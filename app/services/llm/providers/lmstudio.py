@@ -1,0 +1,133 @@
+"""LM Studio: OpenAI wire protocol, no API key, plus its native model listing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import openai
+
+from app.core.config import LLMProvider, Settings, get_settings
+from app.services.llm.config import LMStudioConfig
+from app.services.llm.errors import LLMError, LLMModelNotFoundError, LLMNoModelsError
+from app.services.llm.protocol import ModelInfo
+from app.services.llm.providers.openai_compatible import (
+    UPSTREAM_FAILURES,
+    OpenAICompatibleService,
+)
+
+NO_MODELS_HINT = (
+    "load a model in LM Studio (Developer tab, or `lms load <model>`) or enable "
+    "just-in-time model loading"
+)
+
+
+class LMStudioService(OpenAICompatibleService):
+    """A model served by LM Studio's local server."""
+
+    provider: ClassVar[LLMProvider] = LLMProvider.LMSTUDIO
+    display_name: ClassVar[str] = "LM Studio"
+    env_prefix: ClassVar[str] = "LMSTUDIO"
+    connection_hint: ClassVar[str] = (
+        "is LM Studio's server running? Start it in LM Studio (Developer tab) or with "
+        "`lms server start`, and check LMSTUDIO_BASE_URL"
+    )
+
+    @classmethod
+    def config_from(cls, settings: Settings, model: str) -> LMStudioConfig:
+        """LMSTUDIO_BASE_URL, LMSTUDIO_TIMEOUT and LMSTUDIO_MAX_RETRIES with `model`."""
+        return LMStudioConfig(
+            base_url=settings.lmstudio_base_url,
+            default_model=model,
+            max_retries=settings.lmstudio_max_retries,
+            timeout=settings.lmstudio_timeout,
+        )
+
+    def api_key(self) -> str:
+        """LMSTUDIO_API_KEY when LM Studio requires authentication; else a placeholder."""
+        token = get_settings().lmstudio_api_key
+        return token.get_secret_value() if token is not None else "lm-studio"
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Models with their state from LM Studio's native API, else from `/v1/models`."""
+        native = await self._native_models()
+        return native if native is not None else await super().list_models()
+
+    async def context_length(self) -> int | None:
+        """The loaded model's context window, when LM Studio reports it."""
+        native = await self._native_models()
+        for info in native or []:
+            if info.id == self.model:
+                return info.max_context_length
+        return None
+
+    async def _native_models(self) -> list[ModelInfo] | None:
+        root = self.base_url.removesuffix("/v1")
+        try:
+            body = await self._client().get(f"{root}/api/v0/models", cast_to=object)
+        except openai.APIStatusError as exc:
+            if exc.status_code == 404:
+                return None  # an older LM Studio, or another OpenAI-compatible server
+            raise self._translate(exc) from exc
+        except UPSTREAM_FAILURES as exc:
+            raise self._translate(exc) from exc
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            return None
+        return [_model_info(item) for item in body["data"] if isinstance(item, dict)]
+
+    def _translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+        lowered = message.lower()
+        if "no models loaded" in lowered or "no model loaded" in lowered:
+            return LLMNoModelsError(
+                f"LM Studio at {self._url()} has no model loaded: {NO_MODELS_HINT}",
+                provider=self.provider,
+            )
+        unknown_model = "invalid model identifier" in lowered or (
+            "model" in lowered and "not found" in lowered
+        )
+        if status in (400, 404) and unknown_model:
+            return LLMModelNotFoundError(
+                f"Model '{self.model}' is not available on LM Studio at {self._url()}: "
+                f"{message}. List what is there with GET /api/v1/llm-settings/lmstudio/models",
+                provider=self.provider,
+            )
+        return super()._translate_status(status, message, exc)
+
+
+def _model_info(item: dict[str, Any]) -> ModelInfo:
+    def text(key: str) -> str | None:
+        value = item.get(key)
+        return value if isinstance(value, str) else None
+
+    context = item.get("max_context_length")
+    return ModelInfo(
+        id=str(item.get("id", "")),
+        type=text("type"),
+        state=text("state"),
+        max_context_length=context if isinstance(context, int) else None,
+        publisher=text("publisher"),
+        quantization=text("quantization"),
+    )
+
+
+DISCOVERY_TTL = 3.0
+_discovery_cache: dict[str, tuple[float, list[ModelInfo]]] = {}
+
+
+async def discover_models(service: LMStudioService) -> list[ModelInfo]:
+    """`service.list_models()`, cached for a few seconds per base URL.
+
+    A settings page that polls should not hammer LM Studio; failures are never cached.
+    """
+    now = time.monotonic()
+    cached = _discovery_cache.get(service.base_url)
+    if cached is not None and now - cached[0] < DISCOVERY_TTL:
+        return cached[1]
+    models = await service.list_models()
+    _discovery_cache[service.base_url] = (time.monotonic(), models)
+    return models
+
+
+def clear_discovery_cache() -> None:
+    """Forget cached model lists (tests; after loading a model)."""
+    _discovery_cache.clear()

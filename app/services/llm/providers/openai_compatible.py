@@ -1,0 +1,499 @@
+"""The shared implementation for every upstream that speaks the OpenAI chat-completions wire
+protocol (LM Studio, OpenAI, ...), on the official `openai` SDK with one pooled client per
+base URL. Provider modules subclass it and add only what differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from app.core.config import LLMProvider, Settings
+from app.services.llm.config import LMStudioConfig, OpenAIConfig
+from app.services.llm.errors import (
+    LLMAuthenticationError,
+    LLMConnectionError,
+    LLMError,
+    LLMModelNotFoundError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+    LLMUpstreamError,
+)
+from app.services.llm.protocol import Completion, Message, ModelInfo, ModelT, Usage
+
+logger = logging.getLogger("app.services.llm")
+T = TypeVar("T")
+HttpTransport = Literal["aiohttp", "httpx"]
+# What a call to the upstream may raise: SDK errors, socket errors, timeouts, and
+# ValueError for a body that is not JSON. Anything else is a bug of ours and propagates.
+UPSTREAM_FAILURES = (openai.OpenAIError, OSError, TimeoutError, ValueError)
+
+# ── one pooled client per (event loop, base URL, key, timeout) ──────────────
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncOpenAI]]
+_clients = weakref.WeakKeyDictionary()
+
+
+def pooled_client(
+    base_url: str, api_key: str, timeout: float, transport: HttpTransport = "aiohttp"
+) -> AsyncOpenAI:
+    """The shared SDK client for this upstream; connections are reused across calls.
+
+    Clients are kept per event loop because their connections belong to the loop that
+    opened them.
+    """
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    key = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), str(timeout), transport)
+    client = per_loop.get(key)
+    if client is None:
+        client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=0,  # we retry ourselves: only where it is safe, and logged
+            http_client=openai.DefaultAioHttpClient() if transport == "aiohttp" else None,
+        )
+        per_loop[key] = client
+    return client
+
+
+async def close_clients() -> None:
+    """Close every pooled client of the running loop (at application shutdown)."""
+    per_loop = _clients.pop(asyncio.get_running_loop(), {})
+    for client in per_loop.values():
+        await client.close()
+
+
+def redact_url(url: str) -> str:
+    """`url` without any user:password part, fit for logs and messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def upstream_message(exc: openai.APIStatusError) -> str:
+    """The error text an upstream sent: LM Studio sends a string, OpenAI an object."""
+    body = exc.body
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    text = exc.response.text if exc.response is not None else ""
+    return text[:300] or exc.message
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed reply; the last one carries `finish_reason` and `usage`."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class OpenAICompatibleService:
+    """An LLM service on an OpenAI-compatible upstream. Subclasses set the class attributes."""
+
+    provider: ClassVar[LLMProvider]
+    display_name: ClassVar[str] = "the upstream"
+    env_prefix: ClassVar[str] = "LLM"
+    connection_hint: ClassVar[str] = "check the base URL and the network"
+
+    def __init__(
+        self,
+        config: LMStudioConfig | OpenAIConfig,
+        *,
+        retry_backoff: float = 0.5,
+        transport: HttpTransport = "aiohttp",
+    ) -> None:
+        self.config = config
+        self.model = config.default_model
+        self.base_url = config.base_url
+        self.retry_backoff = retry_backoff
+        self.transport: HttpTransport = transport
+
+    @classmethod
+    def config_from(cls, settings: Settings, model: str) -> LMStudioConfig | OpenAIConfig:
+        """This provider's config from the env settings and the chosen model."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> None:
+        """Raise LLMConfigurationError if the env settings cannot work for this provider."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
+        )
+
+    # ── the public interface ────────────────────────────────────────────────
+
+    async def get_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The model's reply to `prompt`, as text."""
+        completion = await self.complete(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        )
+        return completion.text
+
+    async def get_structured_response(
+        self,
+        prompt: str,
+        response_model: type[ModelT],
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ModelT:
+        """The reply validated as `response_model` (json_schema, then fallbacks, then repair)."""
+        from app.services.llm.structured import generate_structured
+
+        result = await generate_structured(
+            self,
+            prompt,
+            response_model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        return result.value
+
+    async def stream_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """The reply to `prompt` as text chunks, yielded as they arrive."""
+        async for chunk in self.stream_chunks(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        ):
+            if chunk.text:
+                yield chunk.text
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
+        """One chat completion, retried where safe, with usage and finish reason."""
+        params = self._params(messages, temperature, max_tokens, response_format, seed)
+        started = time.perf_counter()
+        response = await self._retrying(
+            "chat completion", lambda: self._client().chat.completions.create(**params)
+        )
+        if not isinstance(response, ChatCompletion) or not response.choices:
+            raise self._not_a_completion(response)
+        choice = response.choices[0]
+        completion = Completion(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            reasoning=_reasoning(choice.message),
+            usage=_usage(response.usage),
+        )
+        self._log_call("complete", messages, started, completion.usage, completion.finish_reason)
+        return completion
+
+    async def stream_chunks(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream a completion. Retries only until the first text has been yielded."""
+        params = self._params(messages, temperature, max_tokens, None, seed)
+        params.update(stream=True, stream_options={"include_usage": True})
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            stream: AsyncStream[ChatCompletionChunk] = await self._retrying(
+                "stream", lambda: self._client().chat.completions.create(**params)
+            )
+            yielded = 0
+            finish_reason: str | None = None
+            usage = Usage()
+            try:
+                async for raw in stream:
+                    if raw.usage is not None:
+                        usage = _usage(raw.usage)
+                    if not raw.choices:
+                        continue
+                    choice = raw.choices[0]
+                    finish_reason = choice.finish_reason or finish_reason
+                    chunk = StreamChunk(
+                        text=choice.delta.content or "", reasoning=_reasoning(choice.delta) or ""
+                    )
+                    if chunk.text or chunk.reasoning:
+                        yielded += 1
+                        yield chunk
+                if finish_reason is None:
+                    raise LLMUpstreamError(
+                        f"The stream from {self.display_name} at {self._url()} ended before the "
+                        f"reply was complete (after {yielded} chunks)",
+                        provider=self.provider,
+                    )
+                self._log_call("stream", messages, started, usage, finish_reason)
+                yield StreamChunk(finish_reason=finish_reason, usage=usage)
+                return
+            except LLMError:
+                raise
+            except Exception as exc:
+                error = self._translate(exc)
+                if not isinstance(error, LLMTimeoutError):
+                    error = LLMUpstreamError(
+                        f"The stream from {self.display_name} at {self._url()} broke off after "
+                        f"{yielded} chunks ({type(exc).__name__})",
+                        provider=self.provider,
+                    )
+                    error.retryable = True  # safe while nothing has reached the caller
+                if yielded or not error.retryable or attempt >= self.config.max_retries:
+                    raise error from exc
+                attempt += 1
+                await self._sleep_before_retry("stream", attempt, error)
+            finally:
+                await stream.close()
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models `GET /models` lists (no retries: discovery should fail fast)."""
+        try:
+            page = await self._client().models.list()
+        except UPSTREAM_FAILURES as exc:
+            raise self._translate(exc) from exc
+        return [ModelInfo(id=model.id) for model in page.data]
+
+    # ── plumbing shared by providers ────────────────────────────────────────
+
+    def api_key(self) -> str:
+        """The key sent as Bearer; upstreams without auth get a placeholder."""
+        return "not-needed"
+
+    def _client(self) -> AsyncOpenAI:
+        return pooled_client(self.base_url, self.api_key(), self.config.timeout, self.transport)
+
+    def _url(self) -> str:
+        return redact_url(self.base_url)
+
+    def _params(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        response_format: dict[str, Any] | None,
+        seed: int | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": list(messages)}
+        if temperature is not None:
+            params["temperature"] = temperature
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        if response_format is not None:
+            params["response_format"] = response_format
+        if seed is not None:
+            params["seed"] = seed
+        return params
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except UPSTREAM_FAILURES as exc:
+                error = self._translate(exc)
+                if not error.retryable or attempt >= self.config.max_retries:
+                    raise error from exc
+                attempt += 1
+                await self._sleep_before_retry(what, attempt, error)
+
+    async def _sleep_before_retry(self, what: str, attempt: int, error: LLMError) -> None:
+        delay = min(self.retry_backoff * 2 ** (attempt - 1), 8.0) * (0.5 + random.random() / 2)  # noqa: S311
+        if isinstance(error, LLMRateLimitError) and error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, 30.0))
+        logger.debug(
+            "llm retry provider=%s model=%s base_url=%s what=%s attempt=%d/%d in %.2fs: %s",
+            self.provider,
+            self.model,
+            self._url(),
+            what,
+            attempt,
+            self.config.max_retries,
+            delay,
+            error.kind,
+        )
+        await asyncio.sleep(delay)
+
+    def _not_a_completion(self, response: object) -> LLMError:
+        extra = getattr(response, "model_extra", None) or {}
+        said = extra.get("error") if isinstance(extra, dict) else None
+        if isinstance(said, str):
+            # LM Studio answers unknown paths with HTTP 200 and {"error": "Unexpected endpoint"}.
+            return LLMUpstreamError(
+                f"{self.display_name} at {self._url()} answered '{said}': check that "
+                f"{self.env_prefix}_BASE_URL ends with /v1",
+                provider=self.provider,
+            )
+        return LLMUpstreamError(
+            f"{self.display_name} at {self._url()} returned a reply that is not a chat "
+            f"completion (model {self.model})",
+            provider=self.provider,
+        )
+
+    def _translate(self, exc: Exception) -> LLMError:
+        """Turn an SDK (or transport) exception into an LLMError with an actionable message."""
+        name, url = self.display_name, self._url()
+        if isinstance(exc, LLMError):
+            return exc
+        timed_out = isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError)
+        if timed_out and not _refused(exc):
+            return LLMTimeoutError(
+                f"{name} at {url} did not answer within {self.config.timeout} s (model "
+                f"{self.model}). Large models can be slow: try a smaller model, raise "
+                f"{self.env_prefix}_TIMEOUT, or check the server's load.",
+                provider=self.provider,
+            )
+        if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
+            return LLMConnectionError(
+                f"Cannot connect to {name} at {url}: {self.connection_hint}.",
+                provider=self.provider,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return self._translate_status(exc.status_code, upstream_message(exc), exc)
+        if isinstance(exc, ValueError):
+            return LLMUpstreamError(
+                f"{name} at {url} returned a reply that is not valid JSON (model {self.model})",
+                provider=self.provider,
+            )
+        return LLMUpstreamError(
+            f"{name} at {url} returned something unexpected ({type(exc).__name__})",
+            provider=self.provider,
+        )
+
+    def _translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+        name, url = self.display_name, self._url()
+        if status in (401, 403):
+            return LLMAuthenticationError(
+                f"{name} at {url} rejected the credentials (HTTP {status}: {message}); "
+                f"check {self.env_prefix}_API_KEY",
+                provider=self.provider,
+                upstream_status=status,
+            )
+        if status == 404 and "model" in message.lower():
+            return LLMModelNotFoundError(
+                f"Model '{self.model}' is not available on {name} at {url}: {message}",
+                provider=self.provider,
+            )
+        if status == 429:
+            return LLMRateLimitError(
+                f"{name} at {url} is rate limiting requests (HTTP 429: {message})",
+                provider=self.provider,
+                retry_after=_retry_after(exc),
+            )
+        return LLMUpstreamError(
+            f"{name} at {url} answered HTTP {status}: {message}",
+            provider=self.provider,
+            upstream_status=status,
+        )
+
+    def _log_call(
+        self,
+        kind: str,
+        messages: Sequence[Message],
+        started: float,
+        usage: Usage,
+        finish_reason: str | None,
+    ) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        logger.debug(
+            "llm %s provider=%s model=%s base_url=%s prompt_chars=%d latency_ms=%.1f "
+            "prompt_tokens=%d completion_tokens=%d finish_reason=%s",
+            kind,
+            self.provider,
+            self.model,
+            self._url(),
+            sum(len(str(m.get("content", ""))) for m in messages),
+            (time.perf_counter() - started) * 1000,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            finish_reason,
+        )
+
+
+def build_messages(prompt: str, system: str | None = None) -> list[Message]:
+    """Chat messages for a single prompt with an optional system message."""
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def _reasoning(message: Any) -> str | None:
+    # LM Studio and llama.cpp put a reasoning model's thinking in `reasoning_content`.
+    value = getattr(message, "reasoning_content", None)
+    if value is None and message.model_extra:
+        value = message.model_extra.get("reasoning_content") or message.model_extra.get("reasoning")
+    return value if isinstance(value, str) and value else None
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """True if a "timeout" was really a failed connect (the aiohttp transport reports a
+    refused connection as ConnectTimeout)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, TimeoutError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    header = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None

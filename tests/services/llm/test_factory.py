@@ -1,0 +1,124 @@
+"""Choosing the service: env defaults, the saved row, overrides, and cross-worker changes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.core.config import LLMProvider
+from app.core.db import create_engine, get_sessionmaker
+from app.models import LLMSettings, LLMSettingsUpdate
+from app.services.llm import (
+    LLMConfigurationError,
+    LLMService,
+    get_llm_service,
+    get_llm_service_with_overrides,
+)
+from app.services.llm.providers.lmstudio import LMStudioService
+from app.services.llm.providers.openai import OpenAIService
+from app.services.llm.settings import CHECK_INTERVAL, load_effective_settings, save_llm_settings
+from tests.conftest import LLMEnv, serve_app
+from tests.upstream import StandInServer
+
+
+async def test_bare_call_uses_env_defaults(llm_env: LLMEnv) -> None:
+    llm_env.set(llm_provider="lmstudio", lmstudio_model="local-model")
+    service = await get_llm_service()
+    assert isinstance(service, LMStudioService)
+    assert service.model == "local-model"
+    assert isinstance(service, LLMService)
+
+
+async def test_saved_model_wins_over_env(llm_env: LLMEnv) -> None:
+    llm_env.set(lmstudio_model="local-model")
+    async with get_sessionmaker()() as session:
+        await save_llm_settings(
+            session, LLMSettingsUpdate(lmstudio_model="mistral-7b-instruct"), user_id=None
+        )
+    assert (await get_llm_service()).model == "mistral-7b-instruct"
+    effective = await load_effective_settings()
+    assert effective.source == "database"
+    assert effective.version == 1
+
+
+async def test_overrides_and_their_result(llm_env: LLMEnv) -> None:
+    llm_env.set(lmstudio_model="local-model")
+    result = await get_llm_service_with_overrides(provider="lmstudio", model="mistral-7b-instruct")
+    assert (result.provider, result.model) == (LLMProvider.LMSTUDIO, "mistral-7b-instruct")
+    assert result.service.model == "mistral-7b-instruct"
+    omitted = await get_llm_service_with_overrides()
+    assert (omitted.provider, omitted.model) == ("lmstudio", "local-model")
+
+
+async def test_services_are_reused(llm_env: LLMEnv) -> None:
+    llm_env.set(lmstudio_model="local-model")
+    first = await get_llm_service()
+    assert await get_llm_service() is first
+
+
+async def test_unknown_provider_lists_choices(llm_env: LLMEnv) -> None:
+    with pytest.raises(LLMConfigurationError) as caught:
+        await get_llm_service_with_overrides(provider="skynet")
+    assert caught.value.message == "Unknown LLM provider 'skynet'; choose one of: lmstudio, openai"
+
+
+async def test_missing_model_says_what_to_set(llm_env: LLMEnv) -> None:
+    llm_env.set(lmstudio_model=None)
+    with pytest.raises(LLMConfigurationError) as caught:
+        await get_llm_service()
+    assert caught.value.message == (
+        "No LM Studio model is configured: set lmstudio_model with PATCH "
+        "/api/v1/llm-settings, or set LMSTUDIO_MODEL"
+    )
+
+
+async def test_openai_needs_a_key(llm_env: LLMEnv) -> None:
+    llm_env.set(openai_model="gpt-4o-mini", openai_api_key=None)
+    with pytest.raises(LLMConfigurationError, match="OPENAI_API_KEY is not set"):
+        await get_llm_service_with_overrides(provider="openai")
+    llm_env.set(openai_model="gpt-4o-mini", openai_api_key="sk-test")
+    result = await get_llm_service_with_overrides(provider="openai")
+    assert isinstance(result.service, OpenAIService)
+    assert "sk-test" not in repr(result.service)
+
+
+async def test_another_workers_change_is_seen_within_a_second(
+    llm_env: LLMEnv, database_url: str
+) -> None:
+    llm_env.set(lmstudio_model="local-model")
+    assert (await get_llm_service()).model == "local-model"
+    # Another worker: its own engine and connection, so this process's cache is not told.
+    other = create_engine(database_url)
+    try:
+        async with AsyncSession(other) as session:
+            session.add(
+                LLMSettings(id=1, provider="lmstudio", lmstudio_model="codellama-7b", version=1)
+            )
+            await session.commit()
+        await asyncio.sleep(CHECK_INTERVAL + 0.05)
+        assert (await get_llm_service()).model == "codellama-7b"
+    finally:
+        await other.dispose()
+    assert CHECK_INTERVAL <= 1.0
+
+
+async def test_works_as_a_fastapi_dependency(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm_env.set(lmstudio_model="llama-3.2-3b-instruct")
+    app = FastAPI()
+
+    @app.get("/ask")
+    async def ask(llm: Annotated[LLMService, Depends(get_llm_service)]) -> dict[str, str]:
+        return {"model": llm.model, "text": await llm.get_response("ping")}
+
+    running = await serve_app(app)
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url) as http:
+            body = (await http.get("/ask")).json()
+    finally:
+        await running.stop()
+    assert body == {"model": "llama-3.2-3b-instruct", "text": "Echo: ping"}

@@ -1,0 +1,210 @@
+"""The LM Studio provider against the stand-in server: replies, streams, faults, retries."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from app.services.llm import (
+    LLMConnectionError,
+    LLMModelNotFoundError,
+    LLMNoModelsError,
+    LLMTimeoutError,
+    LLMUpstreamError,
+    get_llm_service_with_overrides,
+)
+from app.services.llm.protocol import LLMService
+from tests.conftest import LLMEnv
+from tests.upstream import StandInServer, unused_url
+
+MODEL = "llama-3.2-3b-instruct"
+
+
+async def service(llm_env: LLMEnv, **env: object) -> LLMService:
+    llm_env.set(lmstudio_model=MODEL, **env)
+    return (await get_llm_service_with_overrides(provider="lmstudio")).service
+
+
+async def test_get_response_returns_the_upstream_text(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env)
+    upstream.reply("Quantum computers use qubits.")
+    text = await llm.get_response("Explain quantum computing", system="Be brief", max_tokens=50)
+    assert text == "Quantum computers use qubits."
+    sent = upstream.chat_requests[0].json
+    assert sent["model"] == MODEL
+    assert sent["max_tokens"] == 50
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief"},
+        {"role": "user", "content": "Explain quantum computing"},
+    ]
+
+
+async def test_stream_yields_several_chunks_that_add_up(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env)
+    whole = await llm.get_response("count to five")
+    chunks = [chunk async for chunk in llm.stream_response("count to five")]
+    assert len(chunks) > 1
+    assert "".join(chunks) == whole
+    assert upstream.chat_requests[1].json["stream"] is True
+
+
+async def test_connection_refused_names_url_and_what_to_do(llm_env: LLMEnv) -> None:
+    url = unused_url()
+    llm = await service(llm_env, lmstudio_base_url=url, lmstudio_max_retries=1)
+    with pytest.raises(LLMConnectionError) as caught:
+        await llm.get_response("hi")
+    assert caught.value.message == (
+        f"Cannot connect to LM Studio at {url}: is LM Studio's server running? Start it in "
+        "LM Studio (Developer tab) or with `lms server start`, and check LMSTUDIO_BASE_URL."
+    )
+    assert caught.value.status_code == 503
+
+
+async def test_server_errors_are_retried_then_succeed(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=3)
+    upstream.fail(503, times=2)
+    upstream.reply("finally")
+    assert await llm.get_response("hi") == "finally"
+    assert len(upstream.chat_requests) == 3
+
+
+async def test_retries_stop_at_max_retries(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=2)
+    upstream.fail(500, body={"error": "model crashed"}, times=None)
+    with pytest.raises(LLMUpstreamError) as caught:
+        await llm.get_response("hi")
+    assert len(upstream.chat_requests) == 3
+    assert caught.value.message == (
+        f"LM Studio at {upstream.base_url} answered HTTP 500: model crashed"
+    )
+
+
+async def test_rate_limit_is_retried(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=1)
+    upstream.fail(429, headers={"Retry-After": "0"})
+    upstream.reply("ok")
+    assert await llm.get_response("hi") == "ok"
+    assert len(upstream.chat_requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+async def test_client_errors_are_never_retried(
+    llm_env: LLMEnv, upstream: StandInServer, status: int
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=3)
+    upstream.fail(status, body={"error": "nope"})
+    with pytest.raises(LLMUpstreamError):
+        await llm.get_response("hi")
+    assert len(upstream.chat_requests) == 1
+
+
+async def test_timeout_names_the_seconds_and_the_remedies(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, lmstudio_timeout=1, lmstudio_max_retries=0)
+    upstream.delay(3)
+    with pytest.raises(LLMTimeoutError) as caught:
+        await llm.get_response("hi")
+    assert caught.value.message == (
+        f"LM Studio at {upstream.base_url} did not answer within 1 s (model {MODEL}). Large "
+        "models can be slow: try a smaller model, raise LMSTUDIO_TIMEOUT, or check the "
+        "server's load."
+    )
+    assert caught.value.status_code == 504
+
+
+async def test_timeouts_are_retried(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm = await service(llm_env, lmstudio_timeout=1, lmstudio_max_retries=1)
+    upstream.delay(3)
+    upstream.reply("second time lucky")
+    assert await llm.get_response("hi") == "second time lucky"
+
+
+async def test_garbage_reply_is_an_upstream_error(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=0)
+    upstream.garbage()
+    with pytest.raises(LLMUpstreamError) as caught:
+        await llm.get_response("hi")
+    assert str(upstream.base_url) in caught.value.message
+
+
+async def test_stream_cut_after_text_is_not_retried(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=3)
+    upstream.stream_cut(after_chunks=3)
+    received: list[str] = []
+
+    async def drain() -> None:
+        async for chunk in llm.stream_response("tell me a long story please"):
+            received.append(chunk)
+
+    with pytest.raises(LLMUpstreamError) as caught:
+        await drain()
+    assert received
+    assert re.fullmatch(
+        rf"The stream from LM Studio at {re.escape(upstream.base_url)} broke off after "
+        rf"{len(received)} chunks \(\w+\)",
+        caught.value.message,
+    ), caught.value.message
+    assert len(upstream.chat_requests) == 1
+
+
+async def test_stream_failing_before_text_is_retried(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=2)
+    upstream.fail(503)
+    chunks = [chunk async for chunk in llm.stream_response("hello there")]
+    assert "".join(chunks)
+    assert len(upstream.chat_requests) == 2
+
+
+async def test_no_models_loaded_says_to_load_one(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm = await service(llm_env)
+    upstream.no_models_loaded()
+    with pytest.raises(LLMNoModelsError) as caught:
+        await llm.get_response("hi")
+    assert caught.value.message == (
+        f"LM Studio at {upstream.base_url} has no model loaded: load a model in LM Studio "
+        "(Developer tab, or `lms load <model>`) or enable just-in-time model loading"
+    )
+    assert len(upstream.chat_requests) == 1
+
+
+async def test_unknown_model_is_named(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    llm_env.set(lmstudio_model=MODEL)
+    llm = (await get_llm_service_with_overrides("lmstudio", "no-such-model")).service
+    with pytest.raises(LLMModelNotFoundError) as caught:
+        await llm.get_response("hi")
+    assert "'no-such-model'" in caught.value.message
+    assert caught.value.status_code == 404
+
+
+async def test_each_call_is_logged_at_debug_without_secrets(
+    llm_env: LLMEnv, upstream: StandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = await service(llm_env, lmstudio_api_key="lm-secret-token-123")
+    caplog.set_level(logging.DEBUG, logger="app.services.llm")
+    await llm.get_response("Explain quantum computing")
+    _ = [c async for c in llm.stream_response("stream this")]
+    calls = [r.getMessage() for r in caplog.records if r.name == "app.services.llm"]
+    assert any(
+        m.startswith("llm complete provider=lmstudio model=llama-3.2-3b-instruct")
+        and f"base_url={upstream.base_url}" in m
+        and "prompt_chars=25" in m
+        and "latency_ms=" in m
+        and "completion_tokens=" in m
+        for m in calls
+    ), calls
+    assert any(m.startswith("llm stream ") for m in calls)
+    assert "lm-secret-token-123" not in caplog.text
+    assert upstream.chat_requests[0].headers["authorization"] == "Bearer lm-secret-token-123"
