@@ -40,10 +40,20 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await dispose_engine()
 
 
+def configure_logging(level: str) -> None:
+    """Send the `app.*` loggers to stderr at `level` (LOG_LEVEL=DEBUG shows each LLM call)."""
+    app_logger = logging.getLogger("app")
+    app_logger.setLevel(level)
+    if not app_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        app_logger.addHandler(handler)
+
+
 def create_app() -> FastAPI:
     """Build the application from the current settings."""
     settings = get_settings()
-    logging.getLogger("app").setLevel(settings.log_level)
+    configure_logging(settings.log_level)
     app = FastAPI(
         title="LLM backend",
         summary="One authenticated API over LM Studio and cloud LLMs.",

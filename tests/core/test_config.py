@@ -63,3 +63,11 @@ def test_secrets_do_not_show_in_repr() -> None:
     settings = make(secret_key=GOOD_SECRET, openai_api_key="sk-very-secret")
     assert GOOD_SECRET not in repr(settings)
     assert "sk-very-secret" not in repr(settings)
+
+
+def test_base_urls_must_be_http_and_lose_trailing_slash() -> None:
+    assert make(lmstudio_base_url="http://127.0.0.2:1234/v1/").lmstudio_base_url == (
+        "http://127.0.0.2:1234/v1"
+    )
+    with pytest.raises(ValidationError, match="must start with http:// or https://"):
+        make(lmstudio_base_url="localhost:1234/v1")

@@ -17,6 +17,7 @@ from app.models import (
 )
 from app.services.llm.factory import build_service
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService, discover_models
+from app.services.llm.providers.openai_compatible import redact_url
 from app.services.llm.settings import (
     EffectiveLLMSettings,
     load_effective_settings,
@@ -33,8 +34,8 @@ def _public(effective: EffectiveLLMSettings, settings: Settings) -> LLMSettingsP
         model=effective.model,
         lmstudio_model=effective.model_for(LLMProvider.LMSTUDIO),
         openai_model=effective.model_for(LLMProvider.OPENAI),
-        lmstudio_base_url=settings.lmstudio_base_url,
-        openai_base_url=settings.openai_base_url,
+        lmstudio_base_url=redact_url(settings.lmstudio_base_url),
+        openai_base_url=redact_url(settings.openai_base_url),
         openai_api_key_set=settings.openai_api_key is not None,
         source=effective.source,
         version=effective.version,
@@ -90,9 +91,11 @@ async def list_lmstudio_models(
     knows_state = any(m.state is not None for m in models)
     message = None
     if not models or (knows_state and not loaded):
-        message = f"LM Studio at {service.base_url} has no model loaded: {NO_MODELS_HINT}"
+        message = (
+            f"LM Studio at {redact_url(service.base_url)} has no model loaded: {NO_MODELS_HINT}"
+        )
     return LMStudioModelsDetail(
-        base_url=service.base_url,
+        base_url=redact_url(service.base_url),
         models=[LMStudioModelPublic.model_validate(m, from_attributes=True) for m in models],
         loaded=loaded,
         message=message,

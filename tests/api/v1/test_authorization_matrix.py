@@ -67,6 +67,15 @@ ROUTES = [
     Route("GET", "/api/v1/users/{target}", "admin", 200),
     Route("PATCH", "/api/v1/users/{target}", "admin", 200, lambda: {"full_name": "Renamed"}),
     Route("DELETE", "/api/v1/users/{target}", "admin", 200),
+    Route("GET", "/api/v1/llm-settings", "admin", 200),
+    Route(
+        "PATCH",
+        "/api/v1/llm-settings",
+        "admin",
+        200,
+        lambda: {"provider": "lmstudio", "lmstudio_model": "llama-3.2-3b-instruct"},
+    ),
+    Route("GET", "/api/v1/llm-settings/lmstudio/models", "user", 200),
 ]
 
 

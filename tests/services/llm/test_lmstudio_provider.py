@@ -208,3 +208,14 @@ async def test_each_call_is_logged_at_debug_without_secrets(
     assert any(m.startswith("llm stream ") for m in calls)
     assert "lm-secret-token-123" not in caplog.text
     assert upstream.chat_requests[0].headers["authorization"] == "Bearer lm-secret-token-123"
+
+
+async def test_rejected_token_is_not_echoed(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    upstream.api_key = "the-right-token"
+    llm = await service(llm_env, lmstudio_api_key="wrong-token-value")
+    with pytest.raises(LLMUpstreamError) as caught:
+        await llm.get_response("hi")
+    assert caught.value.message == (
+        f"LM Studio at {upstream.base_url} rejected the credentials (HTTP 401): "
+        "set LMSTUDIO_API_KEY to a valid key"
+    )

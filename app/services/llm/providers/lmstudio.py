@@ -87,8 +87,9 @@ class LMStudioService(OpenAICompatibleService):
         )
         if status in (400, 404) and unknown_model:
             return LLMModelNotFoundError(
-                f"Model '{self.model}' is not available on LM Studio at {self._url()}: "
-                f"{message}. List what is there with GET /api/v1/llm-settings/lmstudio/models",
+                f"Model '{self.model}' is not available on LM Studio at {self._url()} "
+                f"({' '.join(message.split())}); list what is there with "
+                "GET /api/v1/llm-settings/lmstudio/models",
                 provider=self.provider,
             )
         return super()._translate_status(status, message, exc)

@@ -406,9 +406,10 @@ class OpenAICompatibleService:
     def _translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
         name, url = self.display_name, self._url()
         if status in (401, 403):
+            # The upstream's own text may quote part of the key we sent, so it is not repeated.
             return LLMAuthenticationError(
-                f"{name} at {url} rejected the credentials (HTTP {status}: {message}); "
-                f"check {self.env_prefix}_API_KEY",
+                f"{name} at {url} rejected the credentials (HTTP {status}): "
+                f"set {self.env_prefix}_API_KEY to a valid key",
                 provider=self.provider,
                 upstream_status=status,
             )
