@@ -6,6 +6,7 @@ format (types, validation, chunking), never wording.
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 
 import pytest
@@ -59,6 +60,7 @@ async def test_discovery_falls_back_to_v1_models(
 ) -> None:
     models = await service.list_models()
     assert [m.id for m in models] == [llama_server.model]
+    assert models[0].max_context_length == llama_server.n_ctx
 
 
 async def test_get_response_returns_text(service: LMStudioService) -> None:
@@ -102,3 +104,14 @@ async def test_structured_responses_validate(
     assert isinstance(result.value, model)
     assert result.mode is StructuredMode.JSON_SCHEMA
     assert 1 <= result.attempts <= 1 + service.config.max_retries
+
+
+async def test_a_call_after_a_stream_needs_no_backoff(
+    service: LMStudioService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama.cpp closes the connection after a stream; the pooled client must not turn that
+    # into a connection error with a retry delay.
+    caplog.set_level(logging.DEBUG, logger="app.services.llm")
+    _ = [c async for c in service.stream_response("Hi", max_tokens=4)]
+    assert await service.get_response("Hi", max_tokens=4)
+    assert "llm retry" not in caplog.text

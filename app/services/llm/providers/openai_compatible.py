@@ -295,7 +295,10 @@ class OpenAICompatibleService:
             page = await self._client().models.list()
         except UPSTREAM_FAILURES as exc:
             raise self._translate(exc) from exc
-        return [ModelInfo(id=model.id) for model in page.data]
+        return [
+            ModelInfo(id=model.id, max_context_length=_context_from_meta(model))
+            for model in page.data
+        ]
 
     # ── plumbing shared by providers ────────────────────────────────────────
 
@@ -330,10 +333,17 @@ class OpenAICompatibleService:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
+        stale_retried = False
         while True:
             try:
                 return await call()
             except UPSTREAM_FAILURES as exc:
+                if not stale_retried and _stale_connection(exc):
+                    # A pooled keep-alive connection the server had already closed (llama.cpp
+                    # closes after a stream): the request never left, so resend it at once.
+                    stale_retried = True
+                    logger.debug("llm %s: pooled connection was closed; resending", what)
+                    continue
                 error = self._translate(exc)
                 if not error.retryable or attempt >= self.config.max_retries:
                     raise error from exc
@@ -479,17 +489,31 @@ def _usage(usage: Any) -> Usage:
     )
 
 
+def _context_from_meta(model: Any) -> int | None:
+    # llama.cpp's server reports the context it was started with in `meta.n_ctx`.
+    meta = (model.model_extra or {}).get("meta")
+    n_ctx = meta.get("n_ctx") if isinstance(meta, dict) else None
+    return n_ctx if isinstance(n_ctx, int) else None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """True when the request failed writing to a connection the server had closed."""
+    return any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in _causes(exc))
+
+
 def _refused(exc: BaseException) -> bool:
     """True if a "timeout" was really a failed connect (the aiohttp transport reports a
     refused connection as ConnectTimeout)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and not isinstance(current, TimeoutError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in _causes(exc))
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
