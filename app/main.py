@@ -6,10 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.api.openai_compat import router as openai_router
 from app.api.v1 import api_router
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
@@ -68,6 +71,14 @@ def create_app() -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(openai_router)
+    if settings.metrics_enabled:
+        app.add_route("/metrics", _metrics, include_in_schema=False)
     return app
+
+
+async def _metrics(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

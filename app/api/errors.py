@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.services.llm.errors import LLMError, LLMRateLimitError, LLMValidationError
+from app.api.openai_compat import facade_error_response
+from app.services.llm.errors import (
+    LLMError,
+    LLMOverloadedError,
+    LLMRateLimitError,
+    LLMValidationError,
+)
 
 logger = logging.getLogger("app.api")
 
 
-async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if (facade := facade_error_response(request, exc)) is not None:
+        return facade
     # FastAPI's default echoes the rejected input back, which may be a password or a key.
     errors = [
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
@@ -22,14 +32,25 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-async def _llm_error(_request: Request, exc: LLMError) -> JSONResponse:
+async def _llm_error(request: Request, exc: LLMError) -> JSONResponse:
+    if (facade := facade_error_response(request, exc)) is not None:
+        return _with_retry_after(facade, exc)
     content: dict[str, object] = {"detail": exc.message, "type": exc.kind}
     if isinstance(exc, LLMValidationError):
         content.update(raw_text=exc.raw_text, attempts=exc.attempts)
-    headers = {}
-    if isinstance(exc, LLMRateLimitError) and exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return JSONResponse(status_code=exc.status_code, content=content, headers=headers)
+    return _with_retry_after(JSONResponse(status_code=exc.status_code, content=content), exc)
+
+
+def _with_retry_after(response: JSONResponse, exc: LLMError) -> JSONResponse:
+    if isinstance(exc, LLMRateLimitError | LLMOverloadedError) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if (facade := facade_error_response(request, exc)) is not None:
+        return facade
+    return await http_exception_handler(request, exc)
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
@@ -40,5 +61,6 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the service's exception handlers on `app`."""
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(LLMError, _llm_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled_error)

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=3, ge=0, le=10)
     llm_retry_backoff: float = Field(default=0.5, ge=0, le=30)
     llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    llm_max_concurrency: int = Field(default=16, ge=1, le=10_000)
+    llm_queue_timeout: float = Field(default=30, ge=0, le=3600)
+    llm_max_tokens: int = Field(default=16_384, ge=1)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    metrics_enabled: bool = True
 
     @field_validator("backend_cors_origins", mode="before")
     @classmethod

@@ -106,3 +106,14 @@ class LLMSettingsUnavailableError(LLMError):
 
     status_code = 503
     kind = "llm_settings_unavailable"
+
+
+class LLMOverloadedError(LLMError):
+    """Too many requests are already running against this upstream; try again shortly."""
+
+    status_code = 429
+    kind = "llm_overloaded"
+
+    def __init__(self, message: str, *, provider: str | None = None, retry_after: float) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after

@@ -38,6 +38,16 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed reply; the last one carries `finish_reason` and `usage`."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """A model an upstream offers. Fields other than `id` are None when the upstream is silent."""
 
@@ -105,8 +115,22 @@ class LLMService(Protocol):
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
+        stop: str | list[str] | None = None,
     ) -> Completion:
         """One chat completion over `messages`, with everything the upstream reported."""
+        ...
+
+    def stream_chunks(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """A completion as it arrives; the last chunk carries finish reason and usage."""
         ...
 
     async def list_models(self) -> list[ModelInfo]:

@@ -14,10 +14,12 @@ import copy
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from app.services.llm.providers.openai_compatible import OpenAICompatibleService
 
 logger = logging.getLogger("app.services.llm")
+T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 1024
 MAX_RAW_IN_REPAIR = 1500
@@ -46,10 +49,10 @@ _working_mode: dict[tuple[str, str], StructuredMode] = {}
 
 
 @dataclass(frozen=True, slots=True)
-class StructuredResult(Generic[ModelT]):
-    """A validated instance and how it was obtained."""
+class StructuredResult(Generic[T]):
+    """A validated value and how it was obtained."""
 
-    value: ModelT
+    value: T
     attempts: int
     mode: StructuredMode
     raw_text: str
@@ -76,7 +79,69 @@ async def generate_structured(
     seed: int | None = None,
 ) -> StructuredResult[ModelT]:
     """Ask `service` for an instance of `response_model`; raise LLMValidationError if none."""
-    schema = strict_schema(response_model)
+    return await _ladder(
+        service,
+        prompt,
+        strict_schema(response_model),
+        response_model.__name__,
+        response_model.model_validate,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+
+
+async def generate_structured_json(
+    service: OpenAICompatibleService,
+    prompt: str,
+    schema: dict[str, Any],
+    *,
+    name: str = "response",
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+) -> StructuredResult[Any]:
+    """Ask `service` for JSON valid against a JSON Schema (checked with `jsonschema`)."""
+    validator = Draft202012Validator(schema)
+
+    def validate(value: Any) -> Any:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(str(p) for p in err.absolute_path) or 'value'}: {err.message}"
+                    for err in errors[:10]
+                )
+            )
+        return value
+
+    return await _ladder(
+        service,
+        prompt,
+        strict_json_schema(schema),
+        name,
+        validate,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+
+
+async def _ladder(
+    service: OpenAICompatibleService,
+    prompt: str,
+    schema: dict[str, Any],
+    name: str,
+    validate: Callable[[Any], T],
+    *,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+) -> StructuredResult[T]:
     key = (service.base_url, service.model)
     mode_index = LADDER.index(_working_mode.get(key, StructuredMode.JSON_SCHEMA))
     budget = 1 + service.config.max_retries
@@ -92,7 +157,7 @@ async def generate_structured(
                 messages,
                 temperature=temperature,
                 max_tokens=room,
-                response_format=_response_format(mode, response_model.__name__, schema),
+                response_format=_response_format(mode, name, schema),
                 seed=seed,
             )
         except LLMUpstreamError as exc:
@@ -111,7 +176,7 @@ async def generate_structured(
         attempts += 1
         raw = completion.text or completion.reasoning or ""
         try:
-            value = response_model.model_validate(extract_json(raw))
+            value = validate(extract_json(raw))
         except (ValueError, ValidationError) as exc:
             if completion.finish_reason == "length":
                 room = await _more_room(service, room)
@@ -126,7 +191,7 @@ async def generate_structured(
     detail = repair[1] if repair else "the reply was cut off at max_tokens"
     raise LLMValidationError(
         f"{service.display_name} model '{service.model}' gave no valid "
-        f"{response_model.__name__} in {attempts} attempts: {detail}",
+        f"{name} in {attempts} attempts: {detail}",
         provider=service.provider,
         raw_text=raw,
         attempts=attempts,
@@ -148,17 +213,23 @@ async def _more_room(service: OpenAICompatibleService, room: int | None) -> int:
 
 
 def strict_schema(response_model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema made strict: every property required, no extra properties.
+    """The model's JSON schema made strict (see `strict_json_schema`)."""
+    return strict_json_schema(response_model.model_json_schema())
+
+
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` where every object requires all its properties and allows no others.
 
     Strict schemas are what OpenAI's structured outputs require and what grammar-based
-    servers (LM Studio, llama.cpp) enforce best.
+    servers (LM Studio, llama.cpp) enforce best. Replies are still validated against the
+    caller's own schema or model.
     """
-    schema = copy.deepcopy(response_model.model_json_schema())
+    schema = copy.deepcopy(schema)
 
     def tighten(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("type") == "object" and isinstance(node.get("properties"), dict):
-                node["additionalProperties"] = False
+                node.setdefault("additionalProperties", False)
                 node["required"] = list(node["properties"])
             for value in node.values():
                 tighten(value)

@@ -12,7 +12,7 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +20,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from app.core.config import LLMProvider, Settings
+from app.core.config import LLMProvider, Settings, get_settings
 from app.services.llm.config import LMStudioConfig, OpenAIConfig
 from app.services.llm.errors import (
     LLMAuthenticationError,
@@ -31,7 +31,21 @@ from app.services.llm.errors import (
     LLMTimeoutError,
     LLMUpstreamError,
 )
-from app.services.llm.protocol import Completion, Message, ModelInfo, ModelT, Usage
+from app.services.llm.limits import upstream_slot
+from app.services.llm.metrics import (
+    STREAMS_IN_FLIGHT,
+    TIME_TO_FIRST_TOKEN,
+    model_label,
+    record_call,
+)
+from app.services.llm.protocol import (
+    Completion,
+    Message,
+    ModelInfo,
+    ModelT,
+    StreamChunk,
+    Usage,
+)
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -101,16 +115,6 @@ def upstream_message(exc: openai.APIStatusError) -> str:
             return str(body["message"])
     text = exc.response.text if exc.response is not None else ""
     return text[:300] or exc.message
-
-
-@dataclass(frozen=True, slots=True)
-class StreamChunk:
-    """A piece of a streamed reply; the last one carries `finish_reason` and `usage`."""
-
-    text: str = ""
-    reasoning: str = ""
-    finish_reason: str | None = None
-    usage: Usage | None = None
 
 
 class OpenAICompatibleService:
@@ -209,22 +213,34 @@ class OpenAICompatibleService:
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
+        stop: str | list[str] | None = None,
     ) -> Completion:
         """One chat completion, retried where safe, with usage and finish reason."""
-        params = self._params(messages, temperature, max_tokens, response_format, seed)
+        params = self._params(messages, temperature, max_tokens, response_format, seed, stop)
         started = time.perf_counter()
-        response = await self._retrying(
-            "chat completion", lambda: self._client().chat.completions.create(**params)
-        )
-        if not isinstance(response, ChatCompletion) or not response.choices:
-            raise self._not_a_completion(response)
-        choice = response.choices[0]
-        completion = Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            reasoning=_reasoning(choice.message),
-            usage=_usage(response.usage),
-        )
+        outcome, usage = "ok", None
+        try:
+            async with self._slot():
+                response = await self._retrying(
+                    "chat completion", lambda: self._client().chat.completions.create(**params)
+                )
+            if not isinstance(response, ChatCompletion) or not response.choices:
+                raise self._not_a_completion(response)
+            choice = response.choices[0]
+            completion = Completion(
+                text=choice.message.content or "",
+                finish_reason=choice.finish_reason,
+                reasoning=_reasoning(choice.message),
+                usage=_usage(response.usage),
+            )
+            usage = completion.usage
+        except LLMError as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            record_call(
+                self.provider, self.model, "complete", outcome, time.perf_counter() - started, usage
+            )
         self._log_call("complete", messages, started, completion.usage, completion.finish_reason)
         return completion
 
@@ -234,12 +250,40 @@ class OpenAICompatibleService:
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
         seed: int | None = None,
+        stop: str | list[str] | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Stream a completion. Retries only until the first text has been yielded."""
-        params = self._params(messages, temperature, max_tokens, None, seed)
+        """Stream a completion; the last chunk carries finish reason and usage.
+
+        Retries only until the first text has been yielded. Closing the iterator early
+        (a client that went away) closes the upstream connection at once.
+        """
+        params = self._params(messages, temperature, max_tokens, response_format, seed, stop)
         params.update(stream=True, stream_options={"include_usage": True})
         started = time.perf_counter()
+        outcome, usage = "cancelled", None
+        in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
+        in_flight.inc()
+        try:
+            async with self._slot():
+                async for chunk in self._stream_with_retries(messages, params, started):
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                        outcome = "ok"
+                    yield chunk
+        except LLMError as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            in_flight.dec()
+            record_call(
+                self.provider, self.model, "stream", outcome, time.perf_counter() - started, usage
+            )
+
+    async def _stream_with_retries(
+        self, messages: Sequence[Message], params: dict[str, Any], started: float
+    ) -> AsyncIterator[StreamChunk]:
         attempt = 0
         while True:
             stream: AsyncStream[ChatCompletionChunk] = await self._retrying(
@@ -260,6 +304,10 @@ class OpenAICompatibleService:
                         text=choice.delta.content or "", reasoning=_reasoning(choice.delta) or ""
                     )
                     if chunk.text or chunk.reasoning:
+                        if not yielded:
+                            TIME_TO_FIRST_TOKEN.labels(
+                                self.provider, model_label(self.model)
+                            ).observe(time.perf_counter() - started)
                         yielded += 1
                         yield chunk
                 if finish_reason is None:
@@ -312,6 +360,16 @@ class OpenAICompatibleService:
     def _url(self) -> str:
         return redact_url(self.base_url)
 
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        settings = get_settings()
+        return upstream_slot(
+            self._url(),
+            limit=settings.llm_max_concurrency,
+            wait=settings.llm_queue_timeout,
+            name=self.display_name,
+            provider=self.provider,
+        )
+
     def _params(
         self,
         messages: Sequence[Message],
@@ -319,6 +377,7 @@ class OpenAICompatibleService:
         max_tokens: int | None,
         response_format: dict[str, Any] | None,
         seed: int | None,
+        stop: str | list[str] | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if temperature is not None:
@@ -329,6 +388,8 @@ class OpenAICompatibleService:
             params["response_format"] = response_format
         if seed is not None:
             params["seed"] = seed
+        if stop is not None:
+            params["stop"] = stop
         return params
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:

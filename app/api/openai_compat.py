@@ -1,0 +1,241 @@
+"""An OpenAI-compatible facade: `GET /v1/models` and `POST /v1/chat/completions`.
+
+Any OpenAI client (the official SDK included) can point its base URL at `<service>/v1` and
+use a personal API key as its key. `model` may be omitted or "default" (the admin's
+settings), "<provider>/<model>", or a bare model name for the configured provider. Errors
+come in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.deps import SettingsDep, get_current_user
+from app.core.config import LLMProvider
+from app.services.llm.errors import LLMError
+from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
+from app.services.llm.protocol import StreamChunk, Usage
+from app.services.llm.providers.lmstudio import LMStudioService, discover_models
+from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.settings import load_effective_settings
+
+PREFIX = "/v1"
+router = APIRouter(
+    prefix=PREFIX, tags=["openai-compatible"], dependencies=[Depends(get_current_user)]
+)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's request this service relays; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+def openai_error(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
+    """A response in OpenAI's error shape."""
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(status_code=status, content=body)
+
+
+def is_facade(request: Request) -> bool:
+    """True for requests under the facade's prefix (their errors use OpenAI's shape)."""
+    return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+
+async def _resolve(name: str | None) -> LLMServiceResult:
+    if name is None or name.strip() in ("", "default"):
+        return await get_llm_service_with_overrides()
+    provider, _, model = name.partition("/")
+    if model and provider in {p.value for p in LLMProvider}:
+        return await get_llm_service_with_overrides(provider, model)
+    return await get_llm_service_with_overrides(None, name)
+
+
+def _response_format(
+    chosen: LLMServiceResult, value: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    # LM Studio accepts only json_schema or text; json_object becomes "any JSON object".
+    if value and value.get("type") == "json_object" and chosen.provider is LLMProvider.LMSTUDIO:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "json_object", "schema": {"type": "object"}},
+        }
+    return value
+
+
+def _usage(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@router.get("/models")
+async def list_models() -> dict[str, Any]:
+    """`default`, then each provider's models as `<provider>/<model>`."""
+    effective = await load_effective_settings()
+    ids = ["default"]
+    for provider in LLMProvider:
+        model = effective.model_for(provider)
+        if provider is LLMProvider.LMSTUDIO:
+            try:
+                chosen = await get_llm_service_with_overrides(provider, model or "-")
+                assert isinstance(chosen.service, LMStudioService)
+                ids += [f"lmstudio/{m.id}" for m in await discover_models(chosen.service)]
+                continue
+            except LLMError:
+                pass  # LM Studio down: still list what is configured
+        if model:
+            ids.append(f"{provider.value}/{model}")
+    unique = list(dict.fromkeys(ids))
+    return {
+        "object": "list",
+        "data": [
+            {"id": i, "object": "model", "created": 0, "owned_by": i.partition("/")[0]}
+            for i in unique
+        ],
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, settings: SettingsDep
+) -> dict[str, Any] | EventSourceResponse | JSONResponse:
+    """OpenAI's chat completions, relayed to the chosen provider (streaming included)."""
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > settings.llm_max_tokens:
+        return openai_error(
+            400,
+            f"max_tokens must be at most {settings.llm_max_tokens}",
+            "invalid_request_error",
+            "max_tokens_too_large",
+        )
+    chosen = await _resolve(body.model)
+    service = chosen.service
+    assert isinstance(service, OpenAICompatibleService)
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    params: dict[str, Any] = {
+        "temperature": body.temperature,
+        "max_tokens": max_tokens,
+        "response_format": _response_format(chosen, body.response_format),
+        "seed": body.seed,
+        "stop": body.stop,
+    }
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model_name = f"{chosen.provider.value}/{chosen.model}"
+    if not body.stream:
+        completion = await service.complete(messages, **params)
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text},
+                    "finish_reason": completion.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(completion.usage),
+        }
+    chunks = service.stream_chunks(messages, **params)
+    first = await anext(chunks)  # a failure to start is an HTTP error status
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    frame = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model_name,
+    }
+    return EventSourceResponse(_relay(first, chunks, frame, include_usage), ping=15, sep="\n")
+
+
+async def _relay(
+    first: StreamChunk,
+    chunks: AsyncIterator[StreamChunk],
+    frame: dict[str, Any],
+    include_usage: bool,
+) -> AsyncIterator[ServerSentEvent]:
+    def event(choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
+        return ServerSentEvent(orjson.dumps({**frame, "choices": choices, **extra}).decode())
+
+    try:
+        yield event(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
+        chunk: StreamChunk | None = first
+        while chunk is not None:
+            if chunk.text:
+                yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
+            if chunk.finish_reason is not None:
+                yield event([{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason}])
+                if include_usage:
+                    yield event([], usage=_usage(chunk.usage))
+            chunk = await anext(chunks, None)
+        yield ServerSentEvent("[DONE]")
+    except LLMError as exc:
+        error = {"error": {"message": exc.message, "type": exc.kind, "param": None, "code": None}}
+        yield ServerSentEvent(orjson.dumps(error).decode())
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def facade_error_response(request: Request, exc: Exception) -> JSONResponse | None:
+    """OpenAI-shaped responses for errors raised under the facade; None elsewhere."""
+    if not is_facade(request):
+        return None
+    if isinstance(exc, LLMError):
+        return openai_error(exc.status_code, exc.message, exc.kind)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return openai_error(
+            400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error"
+        )
+    if isinstance(exc, StarletteHTTPException):
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        response = openai_error(exc.status_code, str(exc.detail), kind)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    return None

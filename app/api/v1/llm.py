@@ -1,0 +1,201 @@
+"""Generate text, structured JSON or a stream from the configured LLM (any authenticated user)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends
+from fastapi.exceptions import RequestValidationError
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api.deps import SettingsDep, get_current_user
+from app.models import ModelName
+from app.services.llm.errors import LLMError
+from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
+from app.services.llm.protocol import StreamChunk, Usage
+from app.services.llm.providers.openai_compatible import OpenAICompatibleService, build_messages
+from app.services.llm.structured import generate_structured_json
+
+router = APIRouter(prefix="/llm", tags=["llm"], dependencies=[Depends(get_current_user)])
+
+Prompt = Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
+
+
+class GenerateRequest(BaseModel):
+    """A prompt and, optionally, a provider/model for this call only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    system: str | None = None
+    provider: str | None = Field(default=None, max_length=32)
+    model: ModelName | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be empty")
+        return value
+
+
+class UsagePublic(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    provider: str
+    model: str
+    finish_reason: str | None
+    usage: UsagePublic
+    latency_ms: float
+
+
+class StructuredRequest(GenerateRequest):
+    """A prompt and the JSON Schema the reply must satisfy."""
+
+    json_schema: dict[str, Any] = Field(alias="schema")
+    schema_name: str = Field(default="response", pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+
+class StructuredResponse(BaseModel):
+    data: Any
+    provider: str
+    model: str
+    attempts: int
+    mode: str
+    latency_ms: float
+
+
+def _usage(usage: Usage | None) -> UsagePublic:
+    usage = usage or Usage()
+    return UsagePublic(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+
+
+async def _service(body: GenerateRequest, settings: SettingsDep) -> LLMServiceResult:
+    if body.max_tokens is not None and body.max_tokens > settings.llm_max_tokens:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "max_tokens"),
+                    "msg": f"max_tokens must be at most {settings.llm_max_tokens} (LLM_MAX_TOKENS)",
+                    "type": "less_than_equal",
+                }
+            ]
+        )
+    return await get_llm_service_with_overrides(body.provider, body.model)
+
+
+@router.post("/generate")
+async def generate(body: GenerateRequest, settings: SettingsDep) -> GenerateResponse:
+    """The reply to `prompt`, with the provider and model that answered, usage and latency."""
+    chosen = await _service(body, settings)
+    started = time.perf_counter()
+    completion = await chosen.service.complete(
+        build_messages(body.prompt, body.system),
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+    )
+    return GenerateResponse(
+        text=completion.text,
+        provider=chosen.provider,
+        model=chosen.model,
+        finish_reason=completion.finish_reason,
+        usage=_usage(completion.usage),
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+@router.post("/structured")
+async def structured(body: StructuredRequest, settings: SettingsDep) -> StructuredResponse:
+    """JSON that validates against `schema`; 422 with the last raw reply if none did."""
+    chosen = await _service(body, settings)
+    assert isinstance(chosen.service, OpenAICompatibleService)
+    started = time.perf_counter()
+    result = await generate_structured_json(
+        chosen.service,
+        body.prompt,
+        body.json_schema,
+        name=body.schema_name,
+        system=body.system,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+    )
+    return StructuredResponse(
+        data=result.value,
+        provider=chosen.provider,
+        model=chosen.model,
+        attempts=result.attempts,
+        mode=result.mode,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@router.post("/stream", response_class=EventSourceResponse)
+async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceResponse:
+    """Server-sent events: `delta` per piece of text, then `done` (usage, latency) or `error`.
+
+    Failures before the first piece answer with an HTTP error status instead.
+    """
+    chosen = await _service(body, settings)
+    started = time.perf_counter()
+    chunks = chosen.service.stream_chunks(
+        build_messages(body.prompt, body.system),
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+    )
+    # Wait for the first piece here, so that a failure to start is an HTTP error status.
+    first = await anext(chunks)
+    return EventSourceResponse(_events(first, chunks, chosen, started), ping=15)
+
+
+async def _events(
+    first: StreamChunk,
+    chunks: AsyncIterator[StreamChunk],
+    chosen: LLMServiceResult,
+    started: float,
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        chunk: StreamChunk | None = first
+        while chunk is not None:
+            if chunk.text:
+                yield ServerSentEvent(_json({"text": chunk.text}), event="delta")
+            if chunk.finish_reason is not None:
+                done = {
+                    "provider": chosen.provider,
+                    "model": chosen.model,
+                    "finish_reason": chunk.finish_reason,
+                    "usage": _usage(chunk.usage).model_dump(),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+                yield ServerSentEvent(_json(done), event="done")
+            chunk = await anext(chunks, None)
+    except LLMError as exc:
+        yield ServerSentEvent(_json({"type": exc.kind, "detail": exc.message}), event="error")
+    finally:
+        # Runs on client disconnect too: close the upstream request even while cancelled.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await chunks.aclose()  # type: ignore[attr-defined]

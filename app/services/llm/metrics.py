@@ -1,0 +1,61 @@
+"""Prometheus metrics of LLM calls: counts and errors, latency, time to first token, tokens."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from app.services.llm.protocol import Usage
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+MAX_MODEL_LABELS = 100
+
+REQUESTS = Counter(
+    "llm_requests_total",
+    "LLM calls by provider, model, kind (complete|stream) and outcome (ok or error type)",
+    ["provider", "model", "kind", "outcome"],
+)
+LATENCY = Histogram(
+    "llm_request_duration_seconds",
+    "Time from sending an LLM call to its last byte",
+    ["provider", "model", "kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "llm_time_to_first_token_seconds",
+    "Time from sending a streamed LLM call to its first text",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+TOKENS = Counter(
+    "llm_tokens_total",
+    "Tokens reported by upstreams, by direction (prompt|completion)",
+    ["provider", "model", "direction"],
+)
+STREAMS_IN_FLIGHT = Gauge("llm_streams_in_flight", "Streams being relayed now", ["provider"])
+
+_seen_models: set[str] = set()
+
+
+def model_label(model: str) -> str:
+    """The model as a label, or "other" once too many distinct names were seen (callers can
+    name any model, and every label value is a time series)."""
+    if model in _seen_models:
+        return model
+    if len(_seen_models) >= MAX_MODEL_LABELS:
+        return "other"
+    _seen_models.add(model)
+    return model
+
+
+def record_call(
+    provider: str, model: str, kind: str, outcome: str, seconds: float, usage: Usage | None
+) -> None:
+    """Count one finished call, its latency and its tokens."""
+    label = model_label(model)
+    REQUESTS.labels(provider, label, kind, outcome).inc()
+    LATENCY.labels(provider, label, kind).observe(seconds)
+    if usage is not None:
+        if usage.prompt_tokens:
+            TOKENS.labels(provider, label, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            TOKENS.labels(provider, label, "completion").inc(usage.completion_tokens)

@@ -1,0 +1,118 @@
+"""The OpenAI-compatible facade, driven by the official `openai` SDK over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import LLMEnv, UserFactory
+from tests.upstream import StandInServer
+
+MODEL = "llama-3.2-3b-instruct"
+
+
+@pytest.fixture
+async def sdk(
+    client: httpx.AsyncClient, llm_env: LLMEnv, make_user: UserFactory, app_url: str
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    llm_env.set(lmstudio_model=MODEL)
+    user = await make_user()
+    key = (await client.post("/api/v1/api-keys", json={"name": "sdk"}, headers=user.headers)).json()
+    async with openai.AsyncOpenAI(
+        base_url=f"{app_url}/v1", api_key=key["key"], max_retries=0
+    ) as sdk_client:
+        yield sdk_client
+
+
+async def test_models(sdk: openai.AsyncOpenAI) -> None:
+    ids = [m.id async for m in sdk.models.list()]
+    assert ids[0] == "default"
+    assert f"lmstudio/{MODEL}" in ids
+
+
+async def test_chat_completion(sdk: openai.AsyncOpenAI, upstream: StandInServer) -> None:
+    upstream.reply("Hi from the stand-in")
+    reply = await sdk.chat.completions.create(
+        model="default",
+        messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}],
+        temperature=0.2,
+        max_tokens=30,
+        stop=["\n\n"],
+    )
+    assert reply.choices[0].message.content == "Hi from the stand-in"
+    assert reply.model == f"lmstudio/{MODEL}"
+    assert reply.usage is not None and reply.usage.total_tokens > 0
+    sent = upstream.chat_requests[-1].json
+    assert (sent["temperature"], sent["max_tokens"], sent["stop"]) == (0.2, 30, ["\n\n"])
+
+
+async def test_streaming(sdk: openai.AsyncOpenAI, upstream: StandInServer) -> None:
+    upstream.reply("a b c d")
+    stream = await sdk.chat.completions.create(
+        model=f"lmstudio/{MODEL}",
+        messages=[{"role": "user", "content": "go"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    async for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == "a b c d"
+    assert usage is not None
+
+
+async def test_json_object_is_translated_for_lm_studio(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "json please"}],
+        response_format={"type": "json_object"},
+    )
+    assert reply.choices[0].message.content is not None
+    assert upstream.chat_requests[-1].json["response_format"]["type"] == "json_schema"
+
+
+async def test_errors_come_in_openai_shape(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer
+) -> None:
+    upstream.no_models_loaded()
+    with pytest.raises(openai.APIStatusError) as caught:
+        await sdk.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 503
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["type"] == "llm_no_models_error"
+
+
+async def test_bad_key_is_an_openai_authentication_error(app_url: str, llm_env: LLMEnv) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=f"{app_url}/v1", api_key="lmb_nope", max_retries=0
+    ) as bad:
+        with pytest.raises(openai.AuthenticationError):
+            await bad.models.list()
+
+
+async def test_body_too_large_is_413(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.post(
+        "/api/v1/llm/generate",
+        content=b"x" * 2_000_000,
+        headers={**admin_headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_metrics(client: httpx.AsyncClient, sdk: openai.AsyncOpenAI) -> None:
+    await sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
+    text = (await client.get("/metrics")).text
+    assert "llm_requests_total{" in text
+    assert 'llm_tokens_total{direction="completion"' in text or "llm_tokens_total{" in text
