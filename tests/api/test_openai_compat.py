@@ -44,7 +44,8 @@ async def test_chat_completion(sdk: openai.AsyncOpenAI, upstream: StandInServer)
     )
     assert reply.choices[0].message.content == "Hi from the stand-in"
     assert reply.model == f"lmstudio/{MODEL}"
-    assert reply.usage is not None and reply.usage.total_tokens > 0
+    assert reply.usage is not None
+    assert reply.usage.total_tokens > 0
     sent = upstream.chat_requests[-1].json
     assert (sent["temperature"], sent["max_tokens"], sent["stop"]) == (0.2, 30, ["\n\n"])
 
