@@ -17,6 +17,7 @@ from app.api.v1 import api_router
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.services.llm.providers.openai_compatible import close_clients
+from app.services.llm.settings import SettingsWatcher
 from app.services.users import ensure_first_superuser
 
 logger = logging.getLogger("app")
@@ -36,9 +37,15 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             type(exc).__name__,
             str(exc).splitlines()[0] if str(exc) else "",
         )
+    watcher = None
+    if SettingsWatcher.applies_to(settings.database_url):
+        watcher = SettingsWatcher(settings.database_url)
+        watcher.start()
     try:
         yield
     finally:
+        if watcher is not None:
+            await watcher.stop()
         await close_clients()
         await dispose_engine()
 

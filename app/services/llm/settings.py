@@ -1,20 +1,29 @@
 """Effective LLM settings: the admin's `llmsettings` row over the env defaults.
 
-Reads are cached per process and revalidated at most every `CHECK_INTERVAL` seconds with
-one primary-key read, so a change saved by any worker is seen by every worker within that
-interval, and a change saved by this worker is seen at once.
+Reads are cached per process. A save invalidates the cache of the process that made it at
+once, and every other worker's:
+- on PostgreSQL, the save sends `NOTIFY llmsettings_changed` in its transaction and each
+  worker's `SettingsWatcher` (started by the app's lifespan) drops its cache on receipt;
+- otherwise (SQLite, or while a worker's listener is down), the cache is revalidated at
+  most every `CHECK_INTERVAL` seconds with one primary-key read.
+Either way a change is seen by every worker within a second, without a per-request query.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,6 +35,8 @@ from app.services.llm.errors import LLMConfigurationError, LLMSettingsUnavailabl
 logger = logging.getLogger("app.services.llm")
 
 CHECK_INTERVAL = 0.5
+CHECK_INTERVAL_WHILE_LISTENING = 30.0  # a safety net: notifications do the real work
+NOTIFY_CHANNEL = "llmsettings_changed"
 SINGLETON_ID = 1
 
 
@@ -91,7 +102,7 @@ def _snapshot(row: LLMSettings | None) -> SavedSettings | None:
 class _Cache:
     saved: SavedSettings | None = None
     checked_at: float = float("-inf")
-    lock: asyncio.Lock | None = None
+    listening: bool = False  # a SettingsWatcher holds a live LISTEN connection
 
 
 _cache = _Cache()
@@ -109,7 +120,8 @@ async def _read_saved() -> SavedSettings | None:
 
 async def load_effective_settings() -> EffectiveLLMSettings:
     """The effective settings, from the per-process cache when it is fresh."""
-    if time.monotonic() - _cache.checked_at >= CHECK_INTERVAL:
+    interval = CHECK_INTERVAL_WHILE_LISTENING if _cache.listening else CHECK_INTERVAL
+    if time.monotonic() - _cache.checked_at >= interval:
         await _refresh()
     return combine(_cache.saved, get_settings())
 
@@ -165,6 +177,12 @@ async def save_llm_settings(
     row.updated_at = utcnow()
     row.updated_by = user_id
     session.add(row)
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered to every listening worker when (and only if) this transaction commits.
+        await session.exec(  # type: ignore[call-overload]
+            text("SELECT pg_notify(:channel, :version)"),
+            params={"channel": NOTIFY_CHANNEL, "version": str(row.version)},
+        )
     await session.commit()
     invalidate_cache()
     return combine(_snapshot(row), settings)
@@ -184,3 +202,65 @@ def check_usable(
             f"{service_class.env_prefix}_MODEL"
         )
     service_class.check_settings(settings)
+
+
+class SettingsWatcher:
+    """Keeps a LISTEN connection to PostgreSQL and drops the settings cache on every NOTIFY.
+
+    Reconnects with a delay when the connection is lost; meanwhile the cache falls back to
+    revalidating every `CHECK_INTERVAL` seconds.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def applies_to(database_url: str) -> bool:
+        """True when the database can notify (PostgreSQL)."""
+        return make_url(database_url).get_backend_name() == "postgresql"
+
+    def start(self) -> None:
+        """Begin listening in the background."""
+        self._task = asyncio.create_task(self._run(), name="llmsettings-watcher")
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        _cache.listening = False
+
+    async def _run(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=5)
+            except (OSError, asyncpg.PostgresError) as exc:
+                logger.warning("llm settings: cannot LISTEN (%s); polling instead", exc)
+                await asyncio.sleep(5)
+                continue
+            try:
+                connection.add_termination_listener(lambda _conn, event=lost: event.set())
+                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                invalidate_cache()  # anything saved while we were not listening
+                _cache.listening = True
+                await lost.wait()
+                logger.warning("llm settings: LISTEN connection lost; reconnecting")
+            finally:
+                _cache.listening = False
+                if not connection.is_closed():
+                    await connection.close(timeout=2)
+            await asyncio.sleep(1)
+
+    @staticmethod
+    def _on_notify(
+        _connection: asyncpg.Connection[Any] | PoolConnectionProxy[Any],
+        _pid: int,
+        _channel: str,
+        payload: object,
+    ) -> None:
+        logger.debug("llm settings: version %s saved by a worker; dropping the cache", payload)
+        invalidate_cache()

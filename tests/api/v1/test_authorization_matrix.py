@@ -51,6 +51,9 @@ class Route:
         return f"{self.method} {self.path}"
 
 
+LLM_CALL = {"prompt": "hi", "provider": "lmstudio", "model": "llama-3.2-3b-instruct"}
+
+
 def _new_user_body() -> dict[str, Any]:
     return {"email": f"m-{uuid.uuid4().hex[:8]}@example.com", "password": "password-123"}
 
@@ -76,6 +79,27 @@ ROUTES = [
         lambda: {"provider": "lmstudio", "lmstudio_model": "llama-3.2-3b-instruct"},
     ),
     Route("GET", "/api/v1/llm-settings/lmstudio/models", "user", 200),
+    Route("POST", "/api/v1/llm/generate", "user", 200, lambda: dict(LLM_CALL)),
+    Route("POST", "/api/v1/llm/stream", "user", 200, lambda: dict(LLM_CALL)),
+    Route(
+        "POST",
+        "/api/v1/llm/structured",
+        "user",
+        200,
+        lambda: {**LLM_CALL, "schema": {"type": "object", "properties": {}}},
+    ),
+    Route("GET", "/v1/models", "user", 200),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        "user",
+        200,
+        lambda: {
+            "model": "lmstudio/llama-3.2-3b-instruct",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ),
+    Route("GET", "/metrics", "public", 200),
 ]
 
 
@@ -149,4 +173,5 @@ async def test_route_answers_expected_status(
     assert response.status_code == expected_status(route, credential), response.text
     if response.status_code == 401:
         assert response.headers["www-authenticate"] == "Bearer"
-        assert "detail" in response.json()
+        body = response.json()
+        assert "detail" in body or "error" in body  # the /v1 facade answers in OpenAI's shape

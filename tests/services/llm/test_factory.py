@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import time
 from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import LLMProvider
-from app.core.db import create_engine, get_sessionmaker
-from app.models import LLMSettings, LLMSettingsUpdate
+from app.core.db import get_sessionmaker
+from app.models import LLMSettingsUpdate
 from app.services.llm import (
     LLMConfigurationError,
     LLMService,
     get_llm_service,
     get_llm_service_with_overrides,
 )
+from app.services.llm import settings as settings_module
 from app.services.llm.providers.lmstudio import LMStudioService
 from app.services.llm.providers.openai import OpenAIService
-from app.services.llm.settings import CHECK_INTERVAL, load_effective_settings, save_llm_settings
+from app.services.llm.settings import SettingsWatcher, load_effective_settings, save_llm_settings
 from tests.conftest import LLMEnv, serve_app
 from tests.upstream import StandInServer
 
@@ -87,24 +90,37 @@ async def test_openai_needs_a_key(llm_env: LLMEnv) -> None:
     assert "sk-test" not in repr(result.service)
 
 
-async def test_another_workers_change_is_seen_within_a_second(
-    llm_env: LLMEnv, database_url: str
+ANOTHER_WORKER = """
+import asyncio
+from app.core.db import dispose_engine, get_sessionmaker
+from app.models import LLMSettingsUpdate
+from app.services.llm.settings import save_llm_settings
+
+async def main():
+    async with get_sessionmaker()() as session:
+        changes = LLMSettingsUpdate(provider="lmstudio", lmstudio_model="codellama-7b")
+        await save_llm_settings(session, changes, user_id=None)
+    await dispose_engine()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_save_by_another_worker_process_is_seen_within_a_second(
+    llm_env: LLMEnv, database_url: str, app_url: str
 ) -> None:
     llm_env.set(lmstudio_model="local-model")
-    assert (await get_llm_service()).model == "local-model"
-    # Another worker: its own engine and connection, so this process's cache is not told.
-    other = create_engine(database_url)
-    try:
-        async with AsyncSession(other) as session:
-            session.add(
-                LLMSettings(id=1, provider="lmstudio", lmstudio_model="codellama-7b", version=1)
-            )
-            await session.commit()
-        await asyncio.sleep(CHECK_INTERVAL + 0.05)
-        assert (await get_llm_service()).model == "codellama-7b"
-    finally:
-        await other.dispose()
-    assert CHECK_INTERVAL <= 1.0
+    assert (await get_llm_service()).model == "local-model"  # this worker's cache is warm
+    if SettingsWatcher.applies_to(database_url):
+        assert settings_module._cache.listening, "the app's lifespan should be listening"
+
+    env = {**os.environ, "DATABASE_URL": database_url, "LMSTUDIO_MODEL": "local-model"}
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-c", ANOTHER_WORKER, env=env)
+    assert await worker.wait() == 0
+    saved_at = time.monotonic()
+    while (await get_llm_service()).model != "codellama-7b":
+        assert time.monotonic() - saved_at < 1.0, "another worker's save not seen within 1 s"
+        await asyncio.sleep(0.02)
 
 
 async def test_works_as_a_fastapi_dependency(llm_env: LLMEnv, upstream: StandInServer) -> None:
