@@ -23,6 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import SettingsDep, get_current_user
+from app.api.streaming import stream_failure
 from app.core.config import LLMProvider
 from app.services.llm.errors import LLMError
 from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
@@ -51,7 +52,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's request this service relays; other fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # clients send many fields; see UNSUPPORTED
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
@@ -63,6 +64,18 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+
+# Fields whose meaning this gateway cannot honour: refusing them beats a silently wrong answer.
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "audio")
+
+
+def _unsupported(body: ChatCompletionRequest) -> str | None:
+    extra = body.model_extra or {}
+    asked = [name for name in UNSUPPORTED if extra.get(name) not in (None, False, [])]
+    if extra.get("n") not in (None, 1):
+        asked.append("n")
+    return ", ".join(asked) or None
 
 
 def openai_error(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
@@ -138,6 +151,13 @@ async def chat_completions(
     body: ChatCompletionRequest, settings: SettingsDep
 ) -> dict[str, Any] | EventSourceResponse | JSONResponse:
     """OpenAI's chat completions, relayed to the chosen provider (streaming included)."""
+    if (unsupported := _unsupported(body)) is not None:
+        return openai_error(
+            400,
+            f"This gateway does not support {unsupported} (yet); send the request without it",
+            "invalid_request_error",
+            "unsupported_parameter",
+        )
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None and max_tokens > settings.llm_max_tokens:
         return openai_error(
@@ -212,8 +232,9 @@ async def _relay(
                     yield event([], usage=_usage(chunk.usage))
             chunk = await anext(chunks, None)
         yield ServerSentEvent("[DONE]")
-    except LLMError as exc:
-        error = {"error": {"message": exc.message, "type": exc.kind, "param": None, "code": None}}
+    except Exception as exc:
+        kind, message = stream_failure(exc)
+        error = {"error": {"message": message, "type": kind, "param": None, "code": None}}
         yield ServerSentEvent(orjson.dumps(error).decode())
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -228,10 +249,14 @@ def facade_error_response(request: Request, exc: Exception) -> JSONResponse | No
         return openai_error(exc.status_code, exc.message, exc.kind)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return openai_error(
-            400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error"
-        )
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])  # after "body"
+        message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":  # its loc is the character position
+            reason = (first.get("ctx") or {}).get("error", message)
+            message = f"The request body is not valid JSON ({reason} at character {where})"
+        else:
+            message = f"{where or 'request body'}: {message}"
+        return openai_error(400, message, "invalid_request_error")
     if isinstance(exc, StarletteHTTPException):
         kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
         response = openai_error(exc.status_code, str(exc.detail), kind)

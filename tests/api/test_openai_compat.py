@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from tests.api.llm_faults_support import scrape, value, wait_streams_idle
 from tests.conftest import LLMEnv, UserFactory
 from tests.upstream import StandInServer
 
@@ -80,19 +81,6 @@ async def test_json_object_is_translated_for_lm_studio(
     assert upstream.chat_requests[-1].json["response_format"]["type"] == "json_schema"
 
 
-async def test_errors_come_in_openai_shape(
-    sdk: openai.AsyncOpenAI, upstream: StandInServer
-) -> None:
-    upstream.no_models_loaded()
-    with pytest.raises(openai.APIStatusError) as caught:
-        await sdk.chat.completions.create(
-            model="default", messages=[{"role": "user", "content": "x"}]
-        )
-    assert caught.value.status_code == 503
-    assert isinstance(caught.value.body, dict)
-    assert caught.value.body["type"] == "llm_no_models_error"
-
-
 async def test_bad_key_is_an_openai_authentication_error(app_url: str, llm_env: LLMEnv) -> None:
     async with openai.AsyncOpenAI(
         base_url=f"{app_url}/v1", api_key="lmb_nope", max_retries=0
@@ -101,19 +89,60 @@ async def test_bad_key_is_an_openai_authentication_error(app_url: str, llm_env: 
             await bad.models.list()
 
 
-async def test_body_too_large_is_413(
-    client: httpx.AsyncClient, admin_headers: dict[str, str]
+async def test_metrics_count_facade_calls(
+    client: httpx.AsyncClient, sdk: openai.AsyncOpenAI, upstream: StandInServer
 ) -> None:
-    response = await client.post(
-        "/api/v1/llm/generate",
-        content=b"x" * 2_000_000,
-        headers={**admin_headers, "content-type": "application/json"},
-    )
-    assert response.status_code == 413
-
-
-async def test_metrics(client: httpx.AsyncClient, sdk: openai.AsyncOpenAI) -> None:
+    await wait_streams_idle(client)
+    before = await scrape(client)
     await sdk.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
-    text = (await client.get("/metrics")).text
-    assert "llm_requests_total{" in text
-    assert 'llm_tokens_total{direction="completion"' in text or "llm_tokens_total{" in text
+    upstream.no_models_loaded()
+    with pytest.raises(openai.InternalServerError):
+        await sdk.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "y"}], stream=True
+        )
+    after = await scrape(client)
+    labels = {"provider": "lmstudio", "model": MODEL}
+    for kind, outcome in (("complete", "ok"), ("stream", "llm_no_models_error")):
+        sample = {**labels, "kind": kind, "outcome": outcome}
+        assert (
+            value(after, "llm_requests_total", **sample)
+            - value(before, "llm_requests_total", **sample)
+            == 1
+        )
+    completion = {**labels, "direction": "completion"}
+    assert value(after, "llm_tokens_total", **completion) > value(
+        before, "llm_tokens_total", **completion
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+    ],
+)
+async def test_unsupported_features_are_refused_not_ignored(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer, extra: dict[str, object], named: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "x"}], extra_body=extra
+        )
+    assert caught.value.code == "unsupported_parameter"
+    assert f"does not support {named}" in caught.value.message
+    assert upstream.chat_requests == []
+
+
+async def test_harmless_extra_fields_are_accepted(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "x"}],
+        n=1,
+        top_p=0.9,
+        user="someone",
+    )
+    assert reply.choices[0].message.content

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import SettingsDep, get_current_user
+from app.api.streaming import stream_failure
 from app.models import ModelName
-from app.services.llm.errors import LLMError
 from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
 from app.services.llm.protocol import StreamChunk, Usage
 from app.services.llm.providers.openai_compatible import OpenAICompatibleService, build_messages
@@ -193,8 +193,9 @@ async def _events(
                 }
                 yield ServerSentEvent(_json(done), event="done")
             chunk = await anext(chunks, None)
-    except LLMError as exc:
-        yield ServerSentEvent(_json({"type": exc.kind, "detail": exc.message}), event="error")
+    except Exception as exc:
+        kind, message = stream_failure(exc)
+        yield ServerSentEvent(_json({"type": kind, "detail": message}), event="error")
     finally:
         # Runs on client disconnect too: close the upstream request even while cancelled.
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):

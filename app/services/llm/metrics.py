@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from app.services.llm.protocol import Usage
 
-disable_created_metrics()  # `*_created` series double the output and nobody graphs them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series double the output and nobody graphs them
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 MAX_MODEL_LABELS = 100
@@ -55,6 +55,8 @@ def record_call(
     """Count one finished call, its latency and its tokens."""
     label = model_label(model)
     REQUESTS.labels(provider, label, kind, outcome).inc()
+    if outcome == "llm_overloaded":
+        return  # refused before reaching the upstream: its wait is not an upstream latency
     LATENCY.labels(provider, label, kind).observe(seconds)
     if usage is not None:
         if usage.prompt_tokens:

@@ -264,19 +264,21 @@ class OpenAICompatibleService:
         started = time.perf_counter()
         outcome, usage = "cancelled", None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
-        in_flight.inc()
         try:
             async with self._slot():
-                async for chunk in self._stream_with_retries(messages, params, started):
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                        outcome = "ok"
-                    yield chunk
+                in_flight.inc()
+                try:
+                    async for chunk in self._stream_with_retries(messages, params, started):
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                            outcome = "ok"
+                        yield chunk
+                finally:
+                    in_flight.dec()
         except LLMError as exc:
             outcome = exc.kind
             raise
         finally:
-            in_flight.dec()
             record_call(
                 self.provider, self.model, "stream", outcome, time.perf_counter() - started, usage
             )
@@ -457,6 +459,16 @@ class OpenAICompatibleService:
                 f"{self.env_prefix}_TIMEOUT, or check the server's load.",
                 provider=self.provider,
             )
+        if isinstance(exc, openai.APIConnectionError) and not timed_out and not _refused(exc):
+            # Connected, but the reply broke off (aiohttp ClientPayloadError, httpx
+            # RemoteProtocolError): the server is there, so "cannot connect" would mislead.
+            error = LLMUpstreamError(
+                f"{name} at {url} closed the connection before its reply was complete "
+                f"(model {self.model})",
+                provider=self.provider,
+            )
+            error.retryable = True  # nothing has reached the caller yet
+            return error
         if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
             return LLMConnectionError(
                 f"Cannot connect to {name} at {url}: {self.connection_hint}.",
