@@ -1,22 +1,31 @@
-"""Command line: `python -m app serve | migrate | create-admin`."""
+"""Command line: `python -m app serve | migrate | create-admin | models | ask | settings`."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
-from app.core.config import get_settings
+from app.core.config import LLMProvider, get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import downgrade, upgrade
+from app.models import LLMSettingsUpdate
+from app.services.llm.errors import LLMConfigurationError, LLMError
+from app.services.llm.factory import build_service, get_llm_service_with_overrides
+from app.services.llm.providers.lmstudio import NO_MODELS_HINT
+from app.services.llm.providers.openai_compatible import close_clients
+from app.services.llm.settings import load_effective_settings, save_llm_settings
 from app.services.users import ensure_first_superuser
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM backend")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @cli.command()
@@ -69,6 +78,109 @@ def create_admin() -> None:
     created = asyncio.run(run())
     email = get_settings().first_superuser_email
     console.print(f"admin {email} {'created' if created else 'already exists'}")
+
+
+def _run_llm(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run an LLM command; an LLMError ends it with its message and exit status 1."""
+
+    async def run() -> None:
+        try:
+            await work()
+        finally:
+            await close_clients()
+            await dispose_engine()
+
+    try:
+        asyncio.run(run())
+    except LLMError as exc:
+        console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def models() -> None:
+    """List the models LM Studio offers, with their state and context length."""
+
+    async def work() -> None:
+        effective = await load_effective_settings()
+        service = build_service(
+            LLMProvider.LMSTUDIO, effective.model_for(LLMProvider.LMSTUDIO) or "-"
+        )
+        found = await service.list_models()
+        table = Table("id", "type", "state", "context", title=f"LM Studio at {service.base_url}")
+        for info in found:
+            context = str(info.max_context_length or "")
+            table.add_row(info.id, info.type or "", info.state or "", context)
+        Console().print(table)
+        if not found:
+            console.print(f"no models: {NO_MODELS_HINT}")
+
+    _run_llm(work)
+
+
+@cli.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="What to ask")],
+    provider: Annotated[str | None, typer.Option(help="lmstudio or openai")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for this call only")] = None,
+    system: Annotated[str | None, typer.Option(help="System message")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Cap on the reply's length")] = None,
+) -> None:
+    """Ask the configured (or given) model and stream its reply to stdout."""
+
+    async def work() -> None:
+        chosen = await get_llm_service_with_overrides(provider, model)
+        console.print(f"{chosen.provider.value}/{chosen.model}", style="dim")
+        async for text in chosen.service.stream_response(
+            prompt, system=system, max_tokens=max_tokens
+        ):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    _run_llm(work)
+
+
+@cli.command("settings")
+def llm_settings(
+    provider: Annotated[str | None, typer.Option(help="Switch to this provider")] = None,
+    lmstudio_model: Annotated[str | None, typer.Option(help="Save the LM Studio model")] = None,
+    openai_model: Annotated[str | None, typer.Option(help="Save the OpenAI model")] = None,
+) -> None:
+    """Show the effective LLM settings; with options, save them (like PATCH /llm-settings)."""
+
+    async def work() -> None:
+        changes = {
+            key: value
+            for key, value in (
+                ("provider", provider),
+                ("lmstudio_model", lmstudio_model),
+                ("openai_model", openai_model),
+            )
+            if value is not None
+        }
+        if changes:
+            try:
+                update = LLMSettingsUpdate.model_validate(changes)
+            except ValidationError as exc:
+                raise LLMConfigurationError(_first_error(exc)) from None
+            async with get_sessionmaker()() as session:
+                effective = await save_llm_settings(session, update, user_id=None)
+        else:
+            effective = await load_effective_settings()
+        table = Table("setting", "value", title=f"LLM settings ({effective.source})")
+        table.add_row("provider", effective.provider.value)
+        for name in LLMProvider:
+            table.add_row(f"{name.value}_model", effective.model_for(name) or "")
+        Console().print(table)
+
+    _run_llm(work)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"])
+    return f"{field}: {error['msg']}"
 
 
 @cli.callback()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.upstream import StandInServer, unused_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,3 +145,43 @@ def test_production_mode_refuses_default_secret(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error: SECRET_KEY must be set in production" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_models_ask_and_settings_commands(tmp_path: Path, upstream: StandInServer) -> None:
+    env = _env(tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL=upstream.base_url)
+    assert _cli(env, "migrate").returncode == 0
+
+    listed = _cli(env, "models")
+    assert listed.returncode == 0, listed.stderr
+    for model in ("llama-3.2-3b-instruct", "mistral-7b-instruct", "codellama-7b"):
+        assert model in listed.stdout
+
+    unset = _cli(env, "ask", "hello")
+    assert unset.returncode == 1
+    assert "error: No LM Studio model is configured" in unset.stderr
+    assert "Traceback" not in unset.stderr
+
+    saved = _cli(env, "settings", "--lmstudio-model", "codellama-7b")
+    assert saved.returncode == 0, saved.stderr
+    assert "codellama-7b" in saved.stdout
+    assert "(database)" in saved.stdout
+
+    answered = _cli(env, "ask", "hello there")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout == "Echo: hello there\n"
+    assert upstream.chat_requests[-1].json["model"] == "codellama-7b"
+
+    invalid = _cli(env, "settings", "--lmstudio-model", "")
+    assert invalid.returncode == 1
+    assert "error: lmstudio_model: String should have at least 1 character" in invalid.stderr
+
+
+def test_llm_commands_report_an_unreachable_lm_studio(tmp_path: Path) -> None:
+    url = unused_url()
+    env = _env(tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL=url)
+    assert _cli(env, "migrate").returncode == 0
+    result = _cli(env, "models")
+    assert result.returncode == 1
+    assert f"error: Cannot connect to LM Studio at {url}: is LM Studio's server running?" in (
+        result.stderr
+    )
