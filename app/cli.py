@@ -18,7 +18,7 @@ from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import downgrade, upgrade
 from app.models import LLMSettingsUpdate
 from app.services.llm.errors import LLMConfigurationError, LLMError
-from app.services.llm.factory import build_service, get_llm_service_with_overrides
+from app.services.llm.factory import get_llm_service_with_overrides, lmstudio_service
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT
 from app.services.llm.providers.openai_compatible import close_clients
 from app.services.llm.settings import load_effective_settings, save_llm_settings
@@ -102,10 +102,7 @@ def models() -> None:
     """List the models LM Studio offers, with their state and context length."""
 
     async def work() -> None:
-        effective = await load_effective_settings()
-        service = build_service(
-            LLMProvider.LMSTUDIO, effective.model_for(LLMProvider.LMSTUDIO) or "-"
-        )
+        service = await lmstudio_service()
         found = await service.list_models()
         table = Table("id", "type", "state", "context", title=f"LM Studio at {service.base_url}")
         for info in found:

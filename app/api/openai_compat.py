@@ -26,9 +26,13 @@ from app.api.deps import SettingsDep, get_current_user
 from app.api.streaming import stream_failure
 from app.core.config import LLMProvider
 from app.services.llm.errors import LLMError
-from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
+from app.services.llm.factory import (
+    LLMServiceResult,
+    get_llm_service_with_overrides,
+    lmstudio_service,
+)
 from app.services.llm.protocol import StreamChunk, Usage
-from app.services.llm.providers.lmstudio import LMStudioService, discover_models
+from app.services.llm.providers.lmstudio import discover_models
 from app.services.llm.providers.openai_compatible import OpenAICompatibleService
 from app.services.llm.settings import load_effective_settings
 
@@ -128,9 +132,8 @@ async def list_models() -> dict[str, Any]:
         model = effective.model_for(provider)
         if provider is LLMProvider.LMSTUDIO:
             try:
-                chosen = await get_llm_service_with_overrides(provider, model or "-")
-                assert isinstance(chosen.service, LMStudioService)
-                ids += [f"lmstudio/{m.id}" for m in await discover_models(chosen.service)]
+                found = await discover_models(await lmstudio_service())
+                ids += [f"lmstudio/{m.id}" for m in found]
                 continue
             except LLMError:
                 pass  # LM Studio down: still list what is configured

@@ -15,7 +15,7 @@ from app.models import (
     LMStudioModelPublic,
     LMStudioModelsDetail,
 )
-from app.services.llm.factory import build_service
+from app.services.llm.factory import lmstudio_service
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService, discover_models
 from app.services.llm.providers.openai_compatible import redact_url
 from app.services.llm.settings import (
@@ -70,17 +70,10 @@ async def update_llm_settings(
     return _public(await save_llm_settings(session, body, user_id=admin.id), settings)
 
 
-async def _lmstudio() -> LMStudioService:
-    effective = await load_effective_settings()
-    service = build_service(LLMProvider.LMSTUDIO, effective.model_for(LLMProvider.LMSTUDIO) or "-")
-    assert isinstance(service, LMStudioService)
-    return service
-
-
 @router.get("/lmstudio/models", response_model=None)
 async def list_lmstudio_models(
     _user: CurrentUser,
-    service: Annotated[LMStudioService, Depends(_lmstudio)],
+    service: Annotated[LMStudioService, Depends(lmstudio_service)],
     detail: Annotated[bool, Query(description="Objects with state and context length")] = False,
 ) -> list[str] | LMStudioModelsDetail:
     """The models LM Studio offers: ids, or with `?detail=true` their type, state and context."""

@@ -84,3 +84,12 @@ async def get_llm_service_with_overrides(
             f"with PATCH /api/v1/llm-settings, or set {service_class.env_prefix}_MODEL"
         )
     return LLMServiceResult(build_service(chosen, chosen_model), chosen, chosen_model)
+
+
+async def lmstudio_service() -> LMStudioService:
+    """The LM Studio service for model discovery: works even before a model is chosen."""
+    effective = await load_effective_settings()
+    # Listing models needs no model; the placeholder never reaches a chat request.
+    service = build_service(LLMProvider.LMSTUDIO, effective.model_for(LLMProvider.LMSTUDIO) or "-")
+    assert isinstance(service, LMStudioService)
+    return service
