@@ -11,10 +11,8 @@ from app.core.config import LLMProvider, Settings, get_settings
 from app.services.llm.config import LMStudioConfig
 from app.services.llm.errors import LLMError, LLMModelNotFoundError, LLMNoModelsError
 from app.services.llm.protocol import ModelInfo
-from app.services.llm.providers.openai_compatible import (
-    UPSTREAM_FAILURES,
-    OpenAICompatibleService,
-)
+from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.providers.wire import UPSTREAM_FAILURES
 
 NO_MODELS_HINT = (
     "load a model in LM Studio (Developer tab, or `lms load <model>`) or enable "

@@ -6,15 +6,12 @@ base URL. Provider modules subclass it and add only what differs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar, TypeVar
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
@@ -46,75 +43,20 @@ from app.services.llm.protocol import (
     StreamChunk,
     Usage,
 )
+from app.services.llm.providers.clients import HttpTransport, pooled_client, redact_url
+from app.services.llm.providers.wire import (
+    UPSTREAM_FAILURES,
+    context_from_meta,
+    reasoning_of,
+    refused,
+    retry_after_of,
+    stale_connection,
+    upstream_message,
+    usage_of,
+)
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
-HttpTransport = Literal["aiohttp", "httpx"]
-# What a call to the upstream may raise: SDK errors, socket errors, timeouts, and
-# ValueError for a body that is not JSON. Anything else is a bug of ours and propagates.
-UPSTREAM_FAILURES = (openai.OpenAIError, OSError, TimeoutError, ValueError)
-
-# ── one pooled client per (event loop, base URL, key, timeout) ──────────────
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncOpenAI]]
-_clients = weakref.WeakKeyDictionary()
-
-
-def pooled_client(
-    base_url: str, api_key: str, timeout: float, transport: HttpTransport = "aiohttp"
-) -> AsyncOpenAI:
-    """The shared SDK client for this upstream; connections are reused across calls.
-
-    Clients are kept per event loop because their connections belong to the loop that
-    opened them.
-    """
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    key = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), str(timeout), transport)
-    client = per_loop.get(key)
-    if client is None:
-        client = AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=0,  # we retry ourselves: only where it is safe, and logged
-            http_client=openai.DefaultAioHttpClient() if transport == "aiohttp" else None,
-        )
-        per_loop[key] = client
-    return client
-
-
-async def close_clients() -> None:
-    """Close every pooled client of the running loop (at application shutdown)."""
-    per_loop = _clients.pop(asyncio.get_running_loop(), {})
-    for client in per_loop.values():
-        await client.close()
-
-
-def redact_url(url: str) -> str:
-    """`url` without any user:password part, fit for logs and messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def upstream_message(exc: openai.APIStatusError) -> str:
-    """The error text an upstream sent: LM Studio sends a string, OpenAI an object."""
-    body = exc.body
-    if isinstance(body, str):
-        return body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, str):
-            return inner
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    text = exc.response.text if exc.response is not None else ""
-    return text[:300] or exc.message
 
 
 class OpenAICompatibleService:
@@ -230,8 +172,8 @@ class OpenAICompatibleService:
             completion = Completion(
                 text=choice.message.content or "",
                 finish_reason=choice.finish_reason,
-                reasoning=_reasoning(choice.message),
-                usage=_usage(response.usage),
+                reasoning=reasoning_of(choice.message),
+                usage=usage_of(response.usage),
             )
             usage = completion.usage
         except LLMError as exc:
@@ -297,13 +239,13 @@ class OpenAICompatibleService:
             try:
                 async for raw in stream:
                     if raw.usage is not None:
-                        usage = _usage(raw.usage)
+                        usage = usage_of(raw.usage)
                     if not raw.choices:
                         continue
                     choice = raw.choices[0]
                     finish_reason = choice.finish_reason or finish_reason
                     chunk = StreamChunk(
-                        text=choice.delta.content or "", reasoning=_reasoning(choice.delta) or ""
+                        text=choice.delta.content or "", reasoning=reasoning_of(choice.delta) or ""
                     )
                     if chunk.text or chunk.reasoning:
                         if not yielded:
@@ -346,7 +288,7 @@ class OpenAICompatibleService:
         except UPSTREAM_FAILURES as exc:
             raise self._translate(exc) from exc
         return [
-            ModelInfo(id=model.id, max_context_length=_context_from_meta(model))
+            ModelInfo(id=model.id, max_context_length=context_from_meta(model))
             for model in page.data
         ]
 
@@ -401,7 +343,7 @@ class OpenAICompatibleService:
             try:
                 return await call()
             except UPSTREAM_FAILURES as exc:
-                if not stale_retried and _stale_connection(exc):
+                if not stale_retried and stale_connection(exc):
                     # A pooled keep-alive connection the server had already closed (llama.cpp
                     # closes after a stream): the request never left, so resend it at once.
                     stale_retried = True
@@ -452,14 +394,14 @@ class OpenAICompatibleService:
         if isinstance(exc, LLMError):
             return exc
         timed_out = isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError)
-        if timed_out and not _refused(exc):
+        if timed_out and not refused(exc):
             return LLMTimeoutError(
                 f"{name} at {url} did not answer within {self.config.timeout} s (model "
                 f"{self.model}). Large models can be slow: try a smaller model, raise "
                 f"{self.env_prefix}_TIMEOUT, or check the server's load.",
                 provider=self.provider,
             )
-        if isinstance(exc, openai.APIConnectionError) and not timed_out and not _refused(exc):
+        if isinstance(exc, openai.APIConnectionError) and not timed_out and not refused(exc):
             # Connected, but the reply broke off (aiohttp ClientPayloadError, httpx
             # RemoteProtocolError): the server is there, so "cannot connect" would mislead.
             error = LLMUpstreamError(
@@ -505,7 +447,7 @@ class OpenAICompatibleService:
             return LLMRateLimitError(
                 f"{name} at {url} is rate limiting requests (HTTP 429: {message})",
                 provider=self.provider,
-                retry_after=_retry_after(exc),
+                retry_after=retry_after_of(exc),
             )
         return LLMUpstreamError(
             f"{name} at {url} answered HTTP {status}: {message}",
@@ -543,55 +485,3 @@ def build_messages(prompt: str, system: str | None = None) -> list[Message]:
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     return messages
-
-
-def _reasoning(message: Any) -> str | None:
-    # LM Studio and llama.cpp put a reasoning model's thinking in `reasoning_content`.
-    value = getattr(message, "reasoning_content", None)
-    if value is None and message.model_extra:
-        value = message.model_extra.get("reasoning_content") or message.model_extra.get("reasoning")
-    return value if isinstance(value, str) and value else None
-
-
-def _usage(usage: Any) -> Usage:
-    if usage is None:
-        return Usage()
-    return Usage(
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-    )
-
-
-def _context_from_meta(model: Any) -> int | None:
-    # llama.cpp's server reports the context it was started with in `meta.n_ctx`.
-    meta = (model.model_extra or {}).get("meta")
-    n_ctx = meta.get("n_ctx") if isinstance(meta, dict) else None
-    return n_ctx if isinstance(n_ctx, int) else None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _stale_connection(exc: BaseException) -> bool:
-    """True when the request failed writing to a connection the server had closed."""
-    return any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in _causes(exc))
-
-
-def _refused(exc: BaseException) -> bool:
-    """True if a "timeout" was really a failed connect (the aiohttp transport reports a
-    refused connection as ConnectTimeout)."""
-    return any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in _causes(exc))
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    header = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None
