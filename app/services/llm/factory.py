@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from pydantic import BaseModel, SecretStr
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.errors import LLMConfigurationError
@@ -50,7 +54,7 @@ def build_service(provider: LLMProvider, model: str) -> OpenAICompatibleService:
     config = service_class.config_from(settings, model)
     key = (
         provider.value,
-        config.model_dump_json(),
+        _fingerprint(config),
         str(settings.llm_retry_backoff),
         settings.llm_http_transport,
     )
@@ -65,6 +69,17 @@ def build_service(provider: LLMProvider, model: str) -> OpenAICompatibleService:
     else:
         _services.move_to_end(key)
     return service
+
+
+def _fingerprint(config: BaseModel) -> str:
+    # model_dump_json() masks secrets as "**********", so two keys would look alike.
+    values = {
+        name: hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+        if isinstance(value, SecretStr)
+        else value
+        for name, value in config.model_dump().items()
+    }
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 async def get_llm_service_with_overrides(
