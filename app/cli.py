@@ -19,7 +19,7 @@ from app.core.migrate import downgrade, upgrade
 from app.models import LLMSettingsUpdate
 from app.services.llm.errors import LLMConfigurationError, LLMError
 from app.services.llm.factory import get_llm_service_with_overrides, lmstudio_service
-from app.services.llm.providers.clients import close_clients
+from app.services.llm.providers.clients import close_clients, redact_url
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT
 from app.services.llm.settings import load_effective_settings, save_llm_settings
 from app.services.users import ensure_first_superuser
@@ -61,7 +61,7 @@ def migrate(
             await dispose_engine()
 
     asyncio.run(run())
-    console.print(f"database at {'base' if down and revision == 'base' else revision}")
+    console.print(f"database at {revision}")
 
 
 @cli.command("create-admin")
@@ -104,7 +104,9 @@ def models() -> None:
     async def work() -> None:
         service = await lmstudio_service()
         found = await service.list_models()
-        table = Table("id", "type", "state", "context", title=f"LM Studio at {service.base_url}")
+        table = Table(
+            "id", "type", "state", "context", title=f"LM Studio at {redact_url(service.base_url)}"
+        )
         for info in found:
             context = str(info.max_context_length or "")
             table.add_row(info.id, info.type or "", info.state or "", context)

@@ -23,11 +23,14 @@ def _timestamp() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
+# Emails are stored lower-cased, so lookups and the unique index are case-insensitive.
+Email = Annotated[EmailStr, AfterValidator(str.lower)]
+
 # ── users ────────────────────────────────────────────────────────────────────
 
 
 class UserBase(SQLModel):
-    email: EmailStr = Field(max_length=255, unique=True, index=True)
+    email: Email = Field(max_length=255, unique=True, index=True)
     full_name: str | None = Field(default=None, max_length=255)
     is_active: bool = True
     is_superuser: bool = False
@@ -38,7 +41,7 @@ class UserCreate(UserBase):
 
 
 class UserUpdate(SQLModel):
-    email: EmailStr | None = Field(default=None, max_length=255)
+    email: Email | None = Field(default=None, max_length=255)
     full_name: str | None = Field(default=None, max_length=255)
     password: str | None = Field(default=None, min_length=8, max_length=128)
     is_active: bool | None = None
@@ -178,7 +181,3 @@ class LMStudioModelsDetail(SQLModel):
 class Token(SQLModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105
-
-
-class Message(SQLModel):
-    message: str

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings, get_settings
-from app.core.db import get_session
+from app.core.db import get_session, get_sessionmaker
 from app.core.security import InvalidTokenError, decode_access_token, looks_like_api_key
 from app.models import User
 from app.services.api_keys import user_for_api_key
@@ -31,13 +31,21 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 async def get_current_user(
-    session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(_bearer)],
 ) -> User:
-    """The active user behind a Bearer JWT or API key; 401 otherwise."""
+    """The active user behind a Bearer JWT or API key; 401 otherwise.
+
+    Uses a session of its own, closed before the route runs, so that a long LLM call or
+    stream does not hold a pooled database connection for its whole length.
+    """
     if not token:
         raise _unauthorized("Not authenticated")
+    async with get_sessionmaker()() as session:
+        return await _user_for_token(session, settings, token)
+
+
+async def _user_for_token(session: AsyncSession, settings: Settings, token: str) -> User:
     if looks_like_api_key(token):
         user = await user_for_api_key(session, token)
         if user is None:

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.openai_compat import facade_error_response
@@ -53,6 +54,17 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return await http_exception_handler(request, exc)
 
 
+async def _conflict(_request: Request, exc: IntegrityError) -> JSONResponse:
+    # Two requests raced past a "does it exist?" check; the database's constraint decided.
+    logger.info("integrity error answered as 409: %s", type(exc.orig).__name__)
+    return JSONResponse(
+        status_code=409,
+        content={
+            "detail": "This conflicts with an existing record (it may have just been created)"
+        },
+    )
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(status_code=500, content={"detail": "Internal server error"})
@@ -63,4 +75,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(LLMError, _llm_error)  # type: ignore[arg-type]
+    app.add_exception_handler(IntegrityError, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled_error)

@@ -62,7 +62,9 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("lmstudio_model", "openai_model", mode="before")
+    @field_validator(
+        "lmstudio_model", "openai_model", "lmstudio_api_key", "openai_api_key", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -93,11 +95,6 @@ class Settings(BaseSettings):
                 "FIRST_SUPERUSER_PASSWORD must be changed from its default in production"
             )
         return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        """True when the database is an embedded SQLite file."""
-        return self.database_url.startswith("sqlite")
 
 
 _settings: Settings | None = None

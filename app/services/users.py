@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    """The user with this email (case-insensitive), if any."""
-    result = await session.exec(select(User).where(func.lower(User.email) == email.lower()))
+    """The user with this email (stored lower-cased, so matched case-insensitively), if any."""
+    result = await session.exec(select(User).where(User.email == email.lower()))
     return result.first()
 
 
@@ -25,7 +25,7 @@ async def create_user(session: AsyncSession, user_in: UserCreate) -> User:
     """Insert a user with an argon2 hash of their password."""
     user = User.model_validate(
         user_in.model_dump(exclude={"password"}),
-        update={"hashed_password": hash_password(user_in.password)},
+        update={"hashed_password": await hash_password(user_in.password)},
     )
     session.add(user)
     await session.commit()
@@ -38,7 +38,7 @@ async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) ->
     data = user_in.model_dump(exclude_unset=True)
     password = data.pop("password", None)
     if password is not None:
-        data["hashed_password"] = hash_password(password)
+        data["hashed_password"] = await hash_password(password)
     user.sqlmodel_update(data)
     session.add(user)
     await session.commit()
@@ -49,7 +49,7 @@ async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) ->
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
     """The user whose email and password match, else None (same cost either way)."""
     user = await get_user_by_email(session, email)
-    if not verify_password(password, user.hashed_password if user else None):
+    if not await verify_password(password, user.hashed_password if user else None):
         return None
     return user
 

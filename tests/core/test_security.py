@@ -19,12 +19,12 @@ from app.core.security import (
 KEY = "k" * 40
 
 
-def test_password_hash_is_argon2_and_verifies() -> None:
-    hashed = hash_password("hunter22")
+async def test_password_hash_is_argon2_and_verifies() -> None:
+    hashed = await hash_password("hunter22")
     assert hashed.startswith("$argon2id$")
-    assert verify_password("hunter22", hashed)
-    assert not verify_password("hunter23", hashed)
-    assert not verify_password("hunter22", None)
+    assert await verify_password("hunter22", hashed)
+    assert not await verify_password("hunter23", hashed)
+    assert not await verify_password("hunter22", None)
 
 
 def test_token_round_trip() -> None:

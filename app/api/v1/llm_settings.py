@@ -59,7 +59,8 @@ async def create_llm_settings(
             status.HTTP_409_CONFLICT, detail="LLM settings already exist: use PATCH to change them"
         )
     changes = LLMSettingsUpdate.model_validate(body.model_dump(exclude_unset=True))
-    return _public(await save_llm_settings(session, changes, user_id=admin.id), settings)
+    saved = await save_llm_settings(session, changes, user_id=admin.id, create=True)
+    return _public(saved, settings)
 
 
 @router.patch("")

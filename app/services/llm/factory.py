@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import OrderedDict
 from dataclasses import dataclass
-
-from pydantic import BaseModel, SecretStr
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.errors import LLMConfigurationError
@@ -21,7 +16,6 @@ PROVIDERS: dict[LLMProvider, type[OpenAICompatibleService]] = {
     LLMProvider.LMSTUDIO: LMStudioService,
     LLMProvider.OPENAI: OpenAIService,
 }
-MAX_CACHED_SERVICES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +25,6 @@ class LLMServiceResult:
     service: LLMService
     provider: LLMProvider
     model: str
-
-
-_services: OrderedDict[tuple[str, ...], OpenAICompatibleService] = OrderedDict()
 
 
 def parse_provider(value: str | LLMProvider) -> LLMProvider:
@@ -48,38 +39,18 @@ def parse_provider(value: str | LLMProvider) -> LLMProvider:
 
 
 def build_service(provider: LLMProvider, model: str) -> OpenAICompatibleService:
-    """The service for `provider` and `model` with the current env settings (reused when equal)."""
+    """The service for `provider` and `model` with the current env settings.
+
+    Services are cheap and stateless: connections are pooled per upstream (`clients`), so
+    building one per call costs a config object, not a connection.
+    """
     settings = get_settings()
     service_class = PROVIDERS[provider]
-    config = service_class.config_from(settings, model)
-    key = (
-        provider.value,
-        _fingerprint(config),
-        str(settings.llm_retry_backoff),
-        settings.llm_http_transport,
+    return service_class(
+        service_class.config_from(settings, model),
+        retry_backoff=settings.llm_retry_backoff,
+        transport=settings.llm_http_transport,
     )
-    service = _services.get(key)
-    if service is None:
-        service = service_class(
-            config, retry_backoff=settings.llm_retry_backoff, transport=settings.llm_http_transport
-        )
-        _services[key] = service
-        if len(_services) > MAX_CACHED_SERVICES:
-            _services.popitem(last=False)
-    else:
-        _services.move_to_end(key)
-    return service
-
-
-def _fingerprint(config: BaseModel) -> str:
-    # model_dump_json() masks secrets as "**********", so two keys would look alike.
-    values = {
-        name: hashlib.sha256(value.get_secret_value().encode()).hexdigest()
-        if isinstance(value, SecretStr)
-        else value
-        for name, value in config.model_dump().items()
-    }
-    return json.dumps(values, sort_keys=True, default=str)
 
 
 async def get_llm_service_with_overrides(
@@ -102,9 +73,8 @@ async def get_llm_service_with_overrides(
 
 
 async def lmstudio_service() -> LMStudioService:
-    """The LM Studio service for model discovery: works even before a model is chosen."""
-    effective = await load_effective_settings()
-    # Listing models needs no model; the placeholder never reaches a chat request.
-    service = build_service(LLMProvider.LMSTUDIO, effective.model_for(LLMProvider.LMSTUDIO) or "-")
+    """The LM Studio service for model discovery: needs neither a chosen model nor the
+    database (the placeholder model never reaches a chat request)."""
+    service = build_service(LLMProvider.LMSTUDIO, "-")
     assert isinstance(service, LMStudioService)
     return service

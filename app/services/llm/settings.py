@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -101,16 +102,27 @@ def _snapshot(row: LLMSettings | None) -> SavedSettings | None:
 
 class _Cache:
     saved: SavedSettings | None = None
+    loaded: bool = False  # `saved` holds a real read (None then means "no row")
     checked_at: float = float("-inf")
+    generation: int = 0  # bumped by every invalidation
     listening: bool = False  # a SettingsWatcher holds a live LISTEN connection
 
 
 _cache = _Cache()
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def invalidate_cache() -> None:
     """Make the next read go to the database."""
     _cache.checked_at = float("-inf")
+    _cache.generation += 1
+
+
+def _stale() -> bool:
+    interval = CHECK_INTERVAL_WHILE_LISTENING if _cache.listening else CHECK_INTERVAL
+    return time.monotonic() - _cache.checked_at >= interval
 
 
 async def _read_saved() -> SavedSettings | None:
@@ -120,27 +132,33 @@ async def _read_saved() -> SavedSettings | None:
 
 async def load_effective_settings() -> EffectiveLLMSettings:
     """The effective settings, from the per-process cache when it is fresh."""
-    interval = CHECK_INTERVAL_WHILE_LISTENING if _cache.listening else CHECK_INTERVAL
-    if time.monotonic() - _cache.checked_at >= interval:
-        await _refresh()
+    if _stale():
+        lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:  # one read refreshes the cache for every waiting request
+            if _stale():
+                await _refresh()
     return combine(_cache.saved, get_settings())
 
 
 async def _refresh() -> None:
+    generation = _cache.generation
     try:
         async with asyncio.timeout(10):
             saved = await _read_saved()
     except LLMConfigurationError:
         raise
     except Exception as exc:
-        if _cache.checked_at > float("-inf"):
+        if _cache.loaded:
             logger.warning("llm settings: database unreadable (%s); using the last known", exc)
+            _cache.checked_at = time.monotonic()
             return
         raise LLMSettingsUnavailableError(
             f"The LLM settings could not be read from the database ({type(exc).__name__}); "
             "check DATABASE_URL and that migrations ran (`python -m app migrate`)"
         ) from exc
-    _cache.saved = saved
+    if _cache.generation != generation:
+        return  # a save landed while we read: this result may predate it, so read again next
+    _cache.saved, _cache.loaded = saved, True
     _cache.checked_at = time.monotonic()
 
 
@@ -157,15 +175,16 @@ async def save_llm_settings(
     changes: LLMSettingsUpdate,
     *,
     user_id: uuid.UUID | None,
-    row: LLMSettings | None = None,
+    create: bool = False,
 ) -> EffectiveLLMSettings:
     """Apply `changes` (creating the row if absent) and make every worker see them.
 
-    Raises LLMConfigurationError when the active provider would be left without a model.
+    `create=True` means the caller has just found no row: it is inserted without another
+    read (a concurrent insert then fails on the primary key). Raises LLMConfigurationError
+    when the active provider would be left without a model.
     """
     settings = get_settings()
-    if row is None:
-        row = await read_saved_row(session)
+    row = None if create else await read_saved_row(session)
     if row is None:
         row = LLMSettings(id=SINGLETON_ID, provider=settings.llm_provider, version=0)
     for field, value in changes.model_dump(exclude_unset=True).items():
@@ -249,9 +268,11 @@ class SettingsWatcher:
                 _cache.listening = True
                 await lost.wait()
                 logger.warning("llm settings: LISTEN connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError) as exc:
+                logger.warning("llm settings: LISTEN failed (%s); reconnecting", exc)
             finally:
                 _cache.listening = False
-                if not connection.is_closed():
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
                     await connection.close(timeout=2)
             await asyncio.sleep(1)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
+from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
 from app.services.llm.protocol import Message, ModelT
 
@@ -199,8 +200,8 @@ async def _ladder(
 
 
 async def _more_room(service: OpenAICompatibleService, room: int | None) -> int:
-    """Twice the token budget, but never past the model's context window when it is known."""
-    wanted = 2 * (room or DEFAULT_MAX_TOKENS)
+    """Twice the token budget, within LLM_MAX_TOKENS and the model's context window."""
+    wanted = min(2 * (room or DEFAULT_MAX_TOKENS), get_settings().llm_max_tokens)
     context_length = getattr(service, "context_length", None)
     if context_length is not None:
         try:

@@ -58,12 +58,6 @@ async def test_overrides_and_their_result(llm_env: LLMEnv) -> None:
     assert (omitted.provider, omitted.model) == ("lmstudio", "local-model")
 
 
-async def test_services_are_reused(llm_env: LLMEnv) -> None:
-    llm_env.set(lmstudio_model="local-model")
-    first = await get_llm_service()
-    assert await get_llm_service() is first
-
-
 async def test_unknown_provider_lists_choices(llm_env: LLMEnv) -> None:
     with pytest.raises(LLMConfigurationError) as caught:
         await get_llm_service_with_overrides(provider="skynet")

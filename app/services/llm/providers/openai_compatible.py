@@ -160,9 +160,10 @@ class OpenAICompatibleService:
         """One chat completion, retried where safe, with usage and finish reason."""
         params = self._params(messages, temperature, max_tokens, response_format, seed, stop)
         started = time.perf_counter()
-        outcome, usage = "ok", None
+        outcome, usage = "cancelled", None
         try:
             async with self._slot():
+                started = time.perf_counter()  # latency is the upstream's, not our queue's
                 response = await self._retrying(
                     "chat completion", lambda: self._client().chat.completions.create(**params)
                 )
@@ -175,7 +176,7 @@ class OpenAICompatibleService:
                 reasoning=reasoning_of(choice.message),
                 usage=usage_of(response.usage),
             )
-            usage = completion.usage
+            usage, outcome = completion.usage, "ok"
         except LLMError as exc:
             outcome = exc.kind
             raise
@@ -208,6 +209,7 @@ class OpenAICompatibleService:
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
         try:
             async with self._slot():
+                started = time.perf_counter()  # time to first token excludes our queue
                 in_flight.inc()
                 try:
                     async for chunk in self._stream_with_retries(messages, params, started):
