@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -254,3 +256,13 @@ async def test_settings_are_admin_only(
     post = await client.post("/api/v1/llm-settings", json=body, headers=user.headers)
     assert post.status_code == 403
     assert (await client.patch("/api/v1/llm-settings", json=body)).status_code == 401
+
+
+async def test_racing_posts_create_once(
+    client: httpx.AsyncClient, llm_env: LLMEnv, admin_headers: Headers
+) -> None:
+    body = {"provider": "lmstudio", "lmstudio_model": "codellama-7b"}
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/llm-settings", json=body, headers=admin_headers) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import httpx
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, UserFactory, login
@@ -127,3 +130,14 @@ async def test_unknown_user_is_404_and_bad_id_is_422(
     missing = "00000000-0000-0000-0000-000000000000"
     assert (await client.get(f"/api/v1/users/{missing}", headers=admin_headers)).status_code == 404
     assert (await client.get("/api/v1/users/123", headers=admin_headers)).status_code == 422
+
+
+async def test_racing_creates_of_one_email_give_one_201_and_409s(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    body = {"email": f"race-{uuid.uuid4().hex[:8]}@example.com", "password": "password-123"}
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/users", json=body, headers=admin_headers) for _ in range(5))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409, 409, 409, 409], [r.text for r in responses]
