@@ -8,12 +8,12 @@ come in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
-import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import SettingsDep, get_current_user
-from app.api.streaming import stream_failure
+from app.api.streaming import sse_response
 from app.core.config import LLMProvider
 from app.services.llm.errors import LLMError
 from app.services.llm.factory import (
@@ -32,8 +32,7 @@ from app.services.llm.factory import (
     lmstudio_service,
 )
 from app.services.llm.protocol import StreamChunk, Usage
-from app.services.llm.providers.lmstudio import discover_models
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import load_effective_settings
 
 PREFIX = "/v1"
@@ -125,26 +124,17 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 
 @router.get("/models")
 async def list_models() -> dict[str, Any]:
-    """`default`, then each provider's models as `<provider>/<model>`."""
-    effective = await load_effective_settings()
+    """`default`, LM Studio's models as `lmstudio/<id>`, then each provider's configured model."""
     ids = ["default"]
-    for provider in LLMProvider:
-        model = effective.model_for(provider)
-        if provider is LLMProvider.LMSTUDIO:
-            try:
-                found = await discover_models(await lmstudio_service())
-                ids += [f"lmstudio/{m.id}" for m in found]
-                continue
-            except LLMError:
-                pass  # LM Studio down: still list what is configured
-        if model:
-            ids.append(f"{provider.value}/{model}")
-    unique = list(dict.fromkeys(ids))
+    with contextlib.suppress(LLMError):  # LM Studio down: still list what is configured
+        ids += [f"lmstudio/{m.id}" for m in await discover_models(await lmstudio_service())]
+    effective = await load_effective_settings()
+    ids += [f"{p.value}/{m}" for p in LLMProvider if (m := effective.model_for(p))]
     return {
         "object": "list",
         "data": [
             {"id": i, "object": "model", "created": 0, "owned_by": i.partition("/")[0]}
-            for i in unique
+            for i in dict.fromkeys(ids)
         ],
     }
 
@@ -171,7 +161,6 @@ async def chat_completions(
         )
     chosen = await _resolve(body.model)
     service = chosen.service
-    assert isinstance(service, OpenAICompatibleService)
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     params: dict[str, Any] = {
         "temperature": body.temperature,
@@ -200,8 +189,6 @@ async def chat_completions(
             ],
             "usage": _usage(completion.usage),
         }
-    chunks = service.stream_chunks(messages, **params)
-    first = await anext(chunks)  # a failure to start is an HTTP error status
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     frame = {
         "id": completion_id,
@@ -209,39 +196,33 @@ async def chat_completions(
         "created": created,
         "model": model_name,
     }
-    return EventSourceResponse(_relay(first, chunks, frame, include_usage), ping=15, sep="\n")
 
-
-async def _relay(
-    first: StreamChunk,
-    chunks: AsyncIterator[StreamChunk],
-    frame: dict[str, Any],
-    include_usage: bool,
-) -> AsyncIterator[ServerSentEvent]:
     def event(choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
         return ServerSentEvent(orjson.dumps({**frame, "choices": choices, **extra}).decode())
 
-    try:
-        yield event(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
-        chunk: StreamChunk | None = first
-        while chunk is not None:
-            if chunk.text:
-                yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
-            if chunk.finish_reason is not None:
-                yield event([{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason}])
-                if include_usage:
-                    yield event([], usage=_usage(chunk.usage))
-            chunk = await anext(chunks, None)
-        yield ServerSentEvent("[DONE]")
-    except Exception as exc:
-        kind, message = stream_failure(exc)
+    def render(chunk: StreamChunk) -> Iterator[ServerSentEvent]:
+        if chunk.text:
+            yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
+        if chunk.finish_reason is not None:
+            yield event([{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason}])
+            if include_usage:
+                yield event([], usage=_usage(chunk.usage))
+
+    def render_error(kind: str, message: str) -> ServerSentEvent:
         error = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-        yield ServerSentEvent(orjson.dumps(error).decode())
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await chunks.aclose()  # type: ignore[attr-defined]
+        return ServerSentEvent(orjson.dumps(error).decode())
+
+    opening = event(
+        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+    )
+    return await sse_response(
+        service.stream_chunks(messages, **params),
+        render,
+        render_error,
+        opening=[opening],
+        closing=[ServerSentEvent("[DONE]")],
+        sep="\n",
+    )
 
 
 def facade_error_response(request: Request, exc: Exception) -> JSONResponse | None:

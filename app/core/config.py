@@ -5,11 +5,22 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105
 DEFAULT_SUPERUSER_PASSWORD = "changethis"  # noqa: S105
+
+
+def _http_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https:// (got '{value}')")
+    return value
+
+
+BaseURL = Annotated[str, AfterValidator(_http_url)]
+"""An http(s) URL without a trailing slash."""
 
 
 class LLMProvider(StrEnum):
@@ -37,13 +48,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     llm_provider: LLMProvider = LLMProvider.LMSTUDIO
-    lmstudio_base_url: str = "http://localhost:1234/v1"
+    lmstudio_base_url: BaseURL = "http://localhost:1234/v1"
     lmstudio_model: str | None = None
     lmstudio_timeout: int = Field(default=60, ge=1, le=3600)
     lmstudio_max_retries: int = Field(default=3, ge=0, le=10)
     lmstudio_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
+    openai_base_url: BaseURL = "https://api.openai.com/v1"
     openai_model: str | None = None
     openai_timeout: int = Field(default=60, ge=1, le=3600)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
@@ -70,14 +81,6 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
-
-    @field_validator("lmstudio_base_url", "openai_base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got '{value}')")
-        return value
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-import anyio
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import SettingsDep, get_current_user
-from app.api.streaming import stream_failure
+from app.api.streaming import sse_response
 from app.models import ModelName
 from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
 from app.services.llm.protocol import StreamChunk, Usage
@@ -167,36 +166,21 @@ async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceRes
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
-    # Wait for the first piece here, so that a failure to start is an HTTP error status.
-    first = await anext(chunks)
-    return EventSourceResponse(_events(first, chunks, chosen, started), ping=15)
 
+    def render(chunk: StreamChunk) -> Iterator[ServerSentEvent]:
+        if chunk.text:
+            yield ServerSentEvent(_json({"text": chunk.text}), event="delta")
+        if chunk.finish_reason is not None:
+            done = {
+                "provider": chosen.provider,
+                "model": chosen.model,
+                "finish_reason": chunk.finish_reason,
+                "usage": _usage(chunk.usage).model_dump(),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            yield ServerSentEvent(_json(done), event="done")
 
-async def _events(
-    first: StreamChunk,
-    chunks: AsyncIterator[StreamChunk],
-    chosen: LLMServiceResult,
-    started: float,
-) -> AsyncIterator[ServerSentEvent]:
-    try:
-        chunk: StreamChunk | None = first
-        while chunk is not None:
-            if chunk.text:
-                yield ServerSentEvent(_json({"text": chunk.text}), event="delta")
-            if chunk.finish_reason is not None:
-                done = {
-                    "provider": chosen.provider,
-                    "model": chosen.model,
-                    "finish_reason": chunk.finish_reason,
-                    "usage": _usage(chunk.usage).model_dump(),
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-                yield ServerSentEvent(_json(done), event="done")
-            chunk = await anext(chunks, None)
-    except Exception as exc:
-        kind, message = stream_failure(exc)
-        yield ServerSentEvent(_json({"type": kind, "detail": message}), event="error")
-    finally:
-        # Runs on client disconnect too: close the upstream request even while cancelled.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await chunks.aclose()  # type: ignore[attr-defined]
+    def render_error(kind: str, message: str) -> ServerSentEvent:
+        return ServerSentEvent(_json({"type": kind, "detail": message}), event="error")
+
+    return await sse_response(chunks, render, render_error)

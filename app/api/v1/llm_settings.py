@@ -17,7 +17,8 @@ from app.models import (
 )
 from app.services.llm.factory import lmstudio_service
 from app.services.llm.providers.clients import redact_url
-from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService, discover_models
+from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService
+from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import (
     EffectiveLLMSettings,
     load_effective_settings,

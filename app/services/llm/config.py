@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, Field, SecretStr
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr
-
-
-def _normalise_base_url(value: str) -> str:
-    value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("base_url must start with http:// or https://")
-    return value
-
-
-BaseURL = Annotated[str, AfterValidator(_normalise_base_url)]
+from app.core.config import BaseURL
 
 
 class LMStudioConfig(BaseModel):

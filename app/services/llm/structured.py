@@ -202,14 +202,12 @@ async def _ladder(
 async def _more_room(service: OpenAICompatibleService, room: int | None) -> int:
     """Twice the token budget, within LLM_MAX_TOKENS and the model's context window."""
     wanted = min(2 * (room or DEFAULT_MAX_TOKENS), get_settings().llm_max_tokens)
-    context_length = getattr(service, "context_length", None)
-    if context_length is not None:
-        try:
-            limit = await context_length()
-        except LLMError:
-            limit = None
-        if limit:
-            wanted = min(wanted, max(limit // 2, 1))
+    try:
+        limit = await service.context_length()
+    except LLMError:
+        limit = None
+    if limit:
+        wanted = min(wanted, max(limit // 2, 1))
     return wanted
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import openai
@@ -50,14 +49,6 @@ class LMStudioService(OpenAICompatibleService):
         """Models with their state from LM Studio's native API, else from `/v1/models`."""
         native = await self._native_models()
         return native if native is not None else await super().list_models()
-
-    async def context_length(self) -> int | None:
-        """The loaded model's context window, when LM Studio reports it."""
-        native = await self._native_models()
-        for info in native or []:
-            if info.id == self.model:
-                return info.max_context_length
-        return None
 
     async def _native_models(self) -> list[ModelInfo] | None:
         root = self.base_url.removesuffix("/v1")
@@ -107,26 +98,3 @@ def _model_info(item: dict[str, Any]) -> ModelInfo:
         publisher=text("publisher"),
         quantization=text("quantization"),
     )
-
-
-DISCOVERY_TTL = 3.0
-_discovery_cache: dict[str, tuple[float, list[ModelInfo]]] = {}
-
-
-async def discover_models(service: LMStudioService) -> list[ModelInfo]:
-    """`service.list_models()`, cached for a few seconds per base URL.
-
-    A settings page that polls should not hammer LM Studio; failures are never cached.
-    """
-    now = time.monotonic()
-    cached = _discovery_cache.get(service.base_url)
-    if cached is not None and now - cached[0] < DISCOVERY_TTL:
-        return cached[1]
-    models = await service.list_models()
-    _discovery_cache[service.base_url] = (time.monotonic(), models)
-    return models
-
-
-def clear_discovery_cache() -> None:
-    """Forget cached model lists (tests; after loading a model)."""
-    _discovery_cache.clear()

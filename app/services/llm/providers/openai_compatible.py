@@ -294,6 +294,13 @@ class OpenAICompatibleService:
             for model in page.data
         ]
 
+    async def context_length(self) -> int | None:
+        """The model's context window, when the upstream's model list reports it."""
+        for info in await discover_models(self):
+            if info.id == self.model:
+                return info.max_context_length
+        return None
+
     # ── plumbing shared by providers ────────────────────────────────────────
 
     def api_key(self) -> str:
@@ -487,3 +494,26 @@ def build_messages(prompt: str, system: str | None = None) -> list[Message]:
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     return messages
+
+
+DISCOVERY_TTL = 3.0
+_discovery_cache: dict[str, tuple[float, list[ModelInfo]]] = {}
+
+
+async def discover_models(service: OpenAICompatibleService) -> list[ModelInfo]:
+    """`service.list_models()`, cached for a few seconds per base URL.
+
+    A settings page that polls should not hammer LM Studio; failures are never cached.
+    """
+    now = time.monotonic()
+    cached = _discovery_cache.get(service.base_url)
+    if cached is not None and now - cached[0] < DISCOVERY_TTL:
+        return cached[1]
+    models = await service.list_models()
+    _discovery_cache[service.base_url] = (time.monotonic(), models)
+    return models
+
+
+def clear_discovery_cache() -> None:
+    """Forget cached model lists (tests; after loading a model)."""
+    _discovery_cache.clear()
