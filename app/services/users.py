@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -72,14 +73,16 @@ async def ensure_first_superuser(session: AsyncSession, settings: Settings) -> b
     """Create the admin named by FIRST_SUPERUSER_EMAIL if absent; True when created."""
     if await get_user_by_email(session, settings.first_superuser_email) is not None:
         return False
-    await create_user(
-        session,
-        UserCreate(
-            email=settings.first_superuser_email,
-            password=settings.first_superuser_password.get_secret_value(),
-            is_superuser=True,
-            full_name="Administrator",
-        ),
+    admin = UserCreate(
+        email=settings.first_superuser_email,
+        password=settings.first_superuser_password.get_secret_value(),
+        is_superuser=True,
+        full_name="Administrator",
     )
+    try:
+        await create_user(session, admin)
+    except IntegrityError:  # another worker starting at the same moment created it
+        await session.rollback()
+        return False
     logger.info("created first admin %s", settings.first_superuser_email)
     return True
