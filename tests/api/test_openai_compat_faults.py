@@ -4,7 +4,7 @@ checked on the wire and through the official `openai` SDK."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -17,11 +17,9 @@ from tests.api.llm_faults_support import (
     MODEL,
     Fault,
     Headers,
-    ServerGuard,
     Upstreams,
     chat_calls,
     scrape,
-    server_guard,
     sse_events,
     text_then_end_without_finish,
     text_then_garbage,
@@ -40,31 +38,7 @@ SDK_ERRORS: dict[int, type[openai.APIStatusError]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_server_errors(client: httpx.AsyncClient) -> Iterator[ServerGuard]:
-    with server_guard(client) as guard:
-        yield guard
-
-
-@pytest.fixture(scope="module")
-def upstream_v04() -> Iterator[StandInServer]:
-    with StandInServer(lmstudio_version="0.4") as server:
-        yield server
-
-
-@pytest.fixture
-def upstreams(
-    llm_env: LLMEnv, upstream: StandInServer, upstream_v04: StandInServer
-) -> Iterator[Upstreams]:
-    upstream_v04.reset()
-    yield Upstreams(llm_env, upstream, upstream_v04)
-    upstream_v04.reset()
-
-
-@pytest.fixture
-def llm(llm_env: LLMEnv) -> LLMEnv:
-    llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=0)
-    return llm_env
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +205,7 @@ async def test_stream_fault_after_text_is_an_error_chunk(
 @pytest.mark.parametrize(("arrange", "text", "message"), AFTER_TEXT)
 async def test_stream_fault_after_text_raises_an_sdk_api_error(
     sdk: openai.AsyncOpenAI,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     arrange: Callable[[StandInServer], None],
     text: str,
@@ -275,7 +249,10 @@ async def test_stream_timeout_after_text_is_an_error_chunk(
 
 
 async def test_client_disconnect_closes_the_upstream_stream(
-    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, admin_headers: Headers
+    client: httpx.AsyncClient,
+    llm_no_retries: LLMEnv,
+    upstream: StandInServer,
+    admin_headers: Headers,
 ) -> None:
     await wait_streams_idle(client)
     before = await scrape(client)
@@ -296,7 +273,7 @@ async def test_client_disconnect_closes_the_upstream_stream(
 
 
 async def test_sdk_closing_a_stream_closes_the_upstream_stream(
-    sdk: openai.AsyncOpenAI, llm: LLMEnv, upstream: StandInServer
+    sdk: openai.AsyncOpenAI, llm_no_retries: LLMEnv, upstream: StandInServer
 ) -> None:
     upstream.slow_stream(n_chunks=200, interval=0.05)
     stream = await sdk.chat.completions.create(
@@ -316,13 +293,13 @@ async def test_sdk_closing_a_stream_closes_the_upstream_stream(
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 async def test_max_tokens_over_the_cap_is_400_and_the_cap_itself_passes(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     stream: bool,
     field: str,
 ) -> None:
-    llm.set(lmstudio_model=MODEL, llm_max_tokens=100)
+    llm_no_retries.set(lmstudio_model=MODEL, llm_max_tokens=100)
     over = await client.post(CHAT, json={**chat(stream=stream), field: 101}, headers=admin_headers)
     message = assert_openai_error(over, 400, "invalid_request_error", "max_tokens_too_large")
     assert message == "max_tokens must be at most 100"
@@ -335,9 +312,9 @@ async def test_max_tokens_over_the_cap_is_400_and_the_cap_itself_passes(
 
 
 async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
-    sdk: openai.AsyncOpenAI, llm: LLMEnv
+    sdk: openai.AsyncOpenAI, llm_no_retries: LLMEnv
 ) -> None:
-    llm.set(lmstudio_model=MODEL, llm_max_tokens=100)
+    llm_no_retries.set(lmstudio_model=MODEL, llm_max_tokens=100)
     with pytest.raises(openai.BadRequestError) as caught:
         await sdk.chat.completions.create(
             model="default", messages=[{"role": "user", "content": "x"}], max_tokens=101
@@ -367,7 +344,7 @@ async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
 )
 async def test_bad_request_is_400_in_openai_shape(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     body: dict[str, Any],
@@ -390,7 +367,7 @@ async def test_bad_request_is_400_in_openai_shape(
 )
 async def test_body_that_is_not_a_json_object_is_400_in_openai_shape(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     content: bytes,
@@ -405,7 +382,10 @@ async def test_body_that_is_not_a_json_object_is_400_in_openai_shape(
 
 
 async def test_unknown_openai_fields_are_ignored(
-    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, admin_headers: Headers
+    client: httpx.AsyncClient,
+    llm_no_retries: LLMEnv,
+    upstream: StandInServer,
+    admin_headers: Headers,
 ) -> None:
     response = await client.post(
         CHAT,
@@ -437,7 +417,7 @@ async def test_unknown_openai_fields_are_ignored(
 )
 async def test_model_naming_an_unusable_provider_is_an_openai_error(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     model: str,
@@ -453,12 +433,12 @@ async def test_model_naming_an_unusable_provider_is_an_openai_error(
 @pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
 async def test_body_over_max_request_bytes_is_413_in_openai_shape(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     chunked: bool,
 ) -> None:
-    limit = llm.original.max_request_bytes
+    limit = llm_no_retries.original.max_request_bytes
     body = b"x" * (limit + 1)
     content: bytes | AsyncIterator[bytes] = body
     if chunked:
@@ -535,7 +515,7 @@ async def test_concurrency_limit_is_429_with_retry_after_then_frees_up(
 )
 async def test_unauthenticated_is_401_in_openai_shape(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     method: str,
     path: str,

@@ -4,7 +4,7 @@ stand-in LM Studio; and the Prometheus metrics those calls leave behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +16,9 @@ from tests.api.llm_faults_support import (
     MODEL,
     Fault,
     Headers,
-    ServerGuard,
     Upstreams,
     chat_calls,
     scrape,
-    server_guard,
     sse_events,
     text_then_end_without_finish,
     text_then_garbage,
@@ -38,31 +36,7 @@ SCHEMA: dict[str, Any] = {
 NOT_JSON = "I'm sorry, but I can't provide that in JSON right now."  # the stand-in's prose
 
 
-@pytest.fixture(autouse=True)
-def _no_server_errors(client: httpx.AsyncClient) -> Iterator[ServerGuard]:
-    with server_guard(client) as guard:
-        yield guard
-
-
-@pytest.fixture(scope="module")
-def upstream_v04() -> Iterator[StandInServer]:
-    with StandInServer(lmstudio_version="0.4") as server:
-        yield server
-
-
-@pytest.fixture
-def upstreams(
-    llm_env: LLMEnv, upstream: StandInServer, upstream_v04: StandInServer
-) -> Iterator[Upstreams]:
-    upstream_v04.reset()
-    yield Upstreams(llm_env, upstream, upstream_v04)
-    upstream_v04.reset()
-
-
-@pytest.fixture
-def llm(llm_env: LLMEnv) -> LLMEnv:
-    llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=0)
-    return llm_env
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 @dataclass(frozen=True)
@@ -238,7 +212,7 @@ async def test_stream_cut_before_text_is_retried_and_succeeds(
 )
 async def test_empty_prompt_is_422(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     endpoint: Endpoint,
@@ -257,7 +231,7 @@ async def test_empty_prompt_is_422(
 @each_endpoint
 async def test_unknown_fields_are_422(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     endpoint: Endpoint,
@@ -274,7 +248,7 @@ async def test_unknown_fields_are_422(
 @each_endpoint
 async def test_unknown_provider_is_400_naming_it(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     endpoint: Endpoint,
@@ -290,12 +264,12 @@ async def test_unknown_provider_is_400_naming_it(
 @each_endpoint
 async def test_max_tokens_over_the_cap_is_422_and_the_cap_itself_passes(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     endpoint: Endpoint,
 ) -> None:
-    llm.set(lmstudio_model=MODEL, llm_max_tokens=100)
+    llm_no_retries.set(lmstudio_model=MODEL, llm_max_tokens=100)
     over = await client.post(
         endpoint.path, json=endpoint.body(max_tokens=101), headers=admin_headers
     )
@@ -325,7 +299,7 @@ async def test_max_tokens_over_the_cap_is_422_and_the_cap_itself_passes(
 )
 async def test_invalid_json_schema_is_422(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     schema: dict[str, Any],
@@ -385,12 +359,12 @@ def _padded_body(size: int) -> bytes:
 @pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
 async def test_body_over_max_request_bytes_is_413(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     admin_headers: Headers,
     chunked: bool,
 ) -> None:
-    limit = llm.original.max_request_bytes
+    limit = llm_no_retries.original.max_request_bytes
     headers = {**admin_headers, "content-type": "application/json"}
 
     async def post(body: bytes) -> httpx.Response:
@@ -468,7 +442,7 @@ async def test_concurrency_limit_is_429_with_retry_after_then_frees_up(
 )
 async def test_unauthenticated_is_401(
     client: httpx.AsyncClient,
-    llm: LLMEnv,
+    llm_no_retries: LLMEnv,
     upstream: StandInServer,
     endpoint: Endpoint,
     headers: Headers,
@@ -485,7 +459,10 @@ async def test_unauthenticated_is_401(
 
 
 async def test_metrics_count_calls_outcomes_latency_first_token_and_tokens(
-    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, admin_headers: Headers
+    client: httpx.AsyncClient,
+    llm_no_retries: LLMEnv,
+    upstream: StandInServer,
+    admin_headers: Headers,
 ) -> None:
     await wait_streams_idle(client)
     before = await scrape(client)
