@@ -34,6 +34,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes")] = False,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""
     uvicorn.run(
@@ -44,6 +45,7 @@ def serve(
         workers=workers,
         reload=reload,
         log_level="info",
+        access_log=access_log,
     )
 
 

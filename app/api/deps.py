@@ -10,16 +10,30 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings, get_settings
 from app.core.db import get_session, get_sessionmaker
-from app.core.security import InvalidTokenError, decode_access_token, looks_like_api_key
+from app.core.security import (
+    InvalidTokenError,
+    decode_access_token,
+    hash_api_key,
+    looks_like_api_key,
+)
 from app.models import User
 from app.services.api_keys import user_for_api_key
+from app.services.credential_cache import credential_cache
 from app.services.llm import LLMService, get_llm_service
 from app.services.users import get_user
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def _settings() -> Settings:
+    # An async def: FastAPI runs a plain def dependency in its thread pool, one hop per request.
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
+BearerToken = Annotated[str | None, Depends(_bearer)]
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -30,44 +44,58 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-async def get_current_user(
-    settings: SettingsDep,
-    token: Annotated[str | None, Depends(_bearer)],
-) -> User:
+async def authenticate(settings: Settings, token: str | None, *, cached: bool) -> User:
     """The active user behind a Bearer JWT or API key; 401 otherwise.
 
-    Uses a session of its own, closed before the route runs, so that a long LLM call or
-    stream does not hold a pooled database connection for its whole length.
+    The JWT's signature and expiry are checked on every call; with `cached`, the user row
+    may come from the worker's credential cache (see `app.services.credential_cache`).
+    A database read uses a session of its own, closed before the route runs, so that a
+    long LLM call or stream does not hold a pooled database connection.
     """
     if not token:
         raise _unauthorized("Not authenticated")
-    async with get_sessionmaker()() as session:
-        return await _user_for_token(session, settings, token)
-
-
-async def _user_for_token(session: AsyncSession, settings: Settings, token: str) -> User:
-    if looks_like_api_key(token):
-        user = await user_for_api_key(session, token)
-        if user is None:
-            raise _unauthorized("Invalid or revoked API key")
+    is_api_key = looks_like_api_key(token)
+    if is_api_key:
+        key = f"key:{hash_api_key(token)}"
     else:
         try:
             user_id = decode_access_token(token, settings.secret_key.get_secret_value())
         except InvalidTokenError as exc:
             raise _unauthorized(str(exc)) from exc
-        user = await get_user(session, user_id)
-        if user is None:
-            raise _unauthorized("Could not validate credentials")
+        key = f"user:{user_id}"
+
+    async def load() -> User | None:
+        async with get_sessionmaker()() as session:
+            if is_api_key:
+                return await user_for_api_key(session, token)
+            return await get_user(session, user_id)
+
+    ttl = settings.auth_cache_seconds
+    user = await (credential_cache.resolve(key, ttl, load) if cached else load())
+    if user is None:
+        raise _unauthorized(
+            "Invalid or revoked API key" if is_api_key else "Could not validate credentials"
+        )
     if not user.is_active:
         raise _unauthorized("Inactive user")
     return user
 
 
+async def get_current_user(settings: SettingsDep, token: BearerToken) -> User:
+    """The authenticated user (credential cache allowed); 401 otherwise."""
+    return await authenticate(settings, token, cached=True)
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def require_admin(user: CurrentUser) -> User:
-    """The current user if they are an admin; 403 otherwise."""
+async def require_admin(settings: SettingsDep, token: BearerToken) -> User:
+    """The current user, read fresh from the database, if an admin; 401/403 otherwise.
+
+    Admin routes are rare and powerful, so a demotion or deactivation made by another
+    worker applies to them at once rather than after the credential cache expires.
+    """
+    user = await authenticate(settings, token, cached=False)
     if not user.is_superuser:
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail="Admin privileges required"

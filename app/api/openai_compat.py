@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -142,7 +142,7 @@ async def list_models() -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, settings: SettingsDep
-) -> dict[str, Any] | EventSourceResponse | JSONResponse:
+) -> Response | EventSourceResponse:
     """OpenAI's chat completions, relayed to the chosen provider (streaming included)."""
     if (unsupported := _unsupported(body)) is not None:
         return openai_error(
@@ -174,7 +174,7 @@ async def chat_completions(
     model_name = f"{chosen.provider.value}/{chosen.model}"
     if not body.stream:
         completion = await service.complete(messages, **params)
-        return {
+        reply = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
@@ -189,6 +189,7 @@ async def chat_completions(
             ],
             "usage": _usage(completion.usage),
         }
+        return Response(orjson.dumps(reply), media_type="application/json")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     frame = {
         "id": completion_id,

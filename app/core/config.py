@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     first_superuser_email: str = "admin@example.com"
     first_superuser_password: SecretStr = SecretStr(DEFAULT_SUPERUSER_PASSWORD)
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    # How long a worker may reuse a verified credential's user without reading the database.
+    # Changes made through this worker apply at once; other workers see them within this.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     backend_cors_origins: Annotated[list[str], NoDecode] = []
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=16_384, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     metrics_enabled: bool = True
+    # FastAPI's built-in OpenTelemetry instrumentation. Off unless asked for: deciding per
+    # request whether a provider is configured costs several percent of a request's CPU.
+    otel_enabled: bool = False
 
     @field_validator("backend_cors_origins", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.security import generate_api_key, hash_api_key
 from app.models import ApiKey, ApiKeyCreate, User, utcnow
+from app.services.credential_cache import credential_cache
 
 
 async def issue_api_key(
@@ -40,6 +41,7 @@ async def revoke_api_key(session: AsyncSession, user: User, key_id: uuid.UUID) -
         row.revoked_at = utcnow()
         session.add(row)
         await session.commit()
+        credential_cache.forget_user(user.id)
         await session.refresh(row)
     return row
 

@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.core.config import Settings
 from app.core.security import hash_password, verify_password
 from app.models import User, UserCreate, UserUpdate
+from app.services.credential_cache import credential_cache
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) ->
     user.sqlmodel_update(data)
     session.add(user)
     await session.commit()
+    credential_cache.forget_user(user.id)
     await session.refresh(user)
     return user
 

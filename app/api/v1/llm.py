@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -104,8 +104,8 @@ async def _service(body: GenerateRequest, settings: SettingsDep) -> LLMServiceRe
     return await get_llm_service_with_overrides(body.provider, body.model)
 
 
-@router.post("/generate")
-async def generate(body: GenerateRequest, settings: SettingsDep) -> GenerateResponse:
+@router.post("/generate", response_model=GenerateResponse)
+async def generate(body: GenerateRequest, settings: SettingsDep) -> Response:
     """The reply to `prompt`, with the provider and model that answered, usage and latency."""
     chosen = await _service(body, settings)
     started = time.perf_counter()
@@ -114,7 +114,7 @@ async def generate(body: GenerateRequest, settings: SettingsDep) -> GenerateResp
         temperature=body.temperature,
         max_tokens=body.max_tokens,
     )
-    return GenerateResponse(
+    reply = GenerateResponse(
         text=completion.text,
         provider=chosen.provider,
         model=chosen.model,
@@ -122,6 +122,8 @@ async def generate(body: GenerateRequest, settings: SettingsDep) -> GenerateResp
         usage=_usage(completion.usage),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+    # Already validated: serialised directly, not re-validated by FastAPI's response model.
+    return Response(reply.model_dump_json(), media_type="application/json")
 
 
 @router.post("/structured")

@@ -24,13 +24,19 @@ async def upstream_slot(
     base_url: str, *, limit: int, wait: float, name: str, provider: str
 ) -> AsyncIterator[None]:
     """Hold one of `limit` slots for `base_url` while the body runs."""
-    per_loop = _semaphores.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    per_loop = _semaphores.get(loop)
+    if per_loop is None:  # not setdefault: that builds a weak reference on every call
+        per_loop = _semaphores[loop] = {}
     semaphore = per_loop.get((base_url, limit))
     if semaphore is None:
         semaphore = per_loop[(base_url, limit)] = asyncio.Semaphore(limit)
     try:
-        async with asyncio.timeout(wait):
-            await semaphore.acquire()
+        if semaphore.locked():  # only a request that has to queue pays for a timer
+            async with asyncio.timeout(wait):
+                await semaphore.acquire()
+        else:
+            await semaphore.acquire()  # a free slot: returns without suspending
     except TimeoutError:
         raise LLMOverloadedError(
             f"{name} at {base_url} is busy: {limit} requests are running and this one waited "

@@ -105,7 +105,9 @@ class _Cache:
     loaded: bool = False  # `saved` holds a real read (None then means "no row")
     checked_at: float = float("-inf")
     generation: int = 0  # bumped by every invalidation
+    invalidated: bool = False  # a save happened: the next read must wait for the database
     listening: bool = False  # a SettingsWatcher holds a live LISTEN connection
+    revalidating: asyncio.Task[None] | None = None
 
 
 _cache = _Cache()
@@ -118,6 +120,7 @@ def invalidate_cache() -> None:
     """Make the next read go to the database."""
     _cache.checked_at = float("-inf")
     _cache.generation += 1
+    _cache.invalidated = True
 
 
 def _stale() -> bool:
@@ -131,13 +134,51 @@ async def _read_saved() -> SavedSettings | None:
 
 
 async def load_effective_settings() -> EffectiveLLMSettings:
-    """The effective settings, from the per-process cache when it is fresh."""
+    """The effective settings, from the per-process cache when it is fresh.
+
+    After a save (here, or announced by NOTIFY) callers wait for one database read. The
+    periodic revalidation does not make anyone wait: the known settings are used while one
+    background read checks them, because under load a read waiting for its thread can take
+    far longer than the request itself.
+    """
     if _stale():
-        lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:  # one read refreshes the cache for every waiting request
-            if _stale():
-                await _refresh()
-    return combine(_cache.saved, get_settings())
+        if _cache.loaded and not _cache.invalidated:
+            _revalidate_in_background()
+        else:
+            loop = asyncio.get_running_loop()
+            lock = _locks.get(loop) or _locks.setdefault(loop, asyncio.Lock())
+            async with lock:  # one read refreshes the cache for every waiting request
+                if _stale():
+                    await _refresh()
+    return _combined(_cache.saved, get_settings())
+
+
+_last_combined: tuple[SavedSettings | None, Settings, EffectiveLLMSettings] | None = None
+
+
+def _combined(saved: SavedSettings | None, settings: Settings) -> EffectiveLLMSettings:
+    # Both inputs are replaced, never mutated, so identity says whether the overlay changed.
+    global _last_combined
+    last = _last_combined
+    if last is not None and last[0] is saved and last[1] is settings:
+        return last[2]
+    effective = combine(saved, settings)
+    _last_combined = (saved, settings, effective)
+    return effective
+
+
+def _revalidate_in_background() -> None:
+    task = _cache.revalidating
+    if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        return
+    _cache.revalidating = asyncio.get_running_loop().create_task(_revalidate())
+
+
+async def _revalidate() -> None:
+    try:
+        await _refresh()  # keeps (and logs) the last known settings if the database fails
+    except Exception as exc:
+        logger.warning("llm settings: revalidation failed (%s); using the last known", exc)
 
 
 async def _refresh() -> None:
@@ -158,7 +199,7 @@ async def _refresh() -> None:
         ) from exc
     if _cache.generation != generation:
         return  # a save landed while we read: this result may predate it, so read again next
-    _cache.saved, _cache.loaded = saved, True
+    _cache.saved, _cache.loaded, _cache.invalidated = saved, True, False
     _cache.checked_at = time.monotonic()
 
 

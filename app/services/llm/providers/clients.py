@@ -8,8 +8,11 @@ import weakref
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
+
+from app.core.config import get_settings
 
 HttpTransport = Literal["aiohttp", "httpx"]
 
@@ -25,16 +28,29 @@ def pooled_client(
     Clients are kept per event loop because their connections belong to the loop that
     opened them.
     """
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    key = (base_url, hashlib.sha256(api_key.encode()).hexdigest(), str(timeout), transport)
+    # LLM_MAX_CONCURRENCY is the admission cap per upstream; the pool must not queue behind
+    # it (the SDK's default keeps only 100 idle connections: more concurrent calls than that
+    # would open a fresh connection for every request). The margin covers model discovery.
+    connections = get_settings().llm_max_concurrency + 8
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.get(loop)
+    if per_loop is None:  # not setdefault: that builds a weak reference on every call
+        per_loop = _clients[loop] = {}
+    key_hash = hashlib.sha256(api_key.encode()).hexdigest()
+    key = (base_url, key_hash, str(timeout), transport, str(connections))
     client = per_loop.get(key)
     if client is None:
+        limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
         client = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
             max_retries=0,  # we retry ourselves: only where it is safe, and logged
-            http_client=openai.DefaultAioHttpClient() if transport == "aiohttp" else None,
+            http_client=(
+                openai.DefaultAioHttpClient(limits=limits)
+                if transport == "aiohttp"
+                else openai.DefaultAsyncHttpxClient(limits=limits)
+            ),
         )
         per_loop[key] = client
     return client

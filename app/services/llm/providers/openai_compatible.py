@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, TypeVar
 
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.core.config import LLMProvider, Settings, get_settings
@@ -57,6 +57,7 @@ from app.services.llm.providers.wire import (
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
+_BEARER: RequestOptions = {"security": {"bearer_auth": True}}  # what `create` asks for
 
 
 class OpenAICompatibleService:
@@ -164,9 +165,7 @@ class OpenAICompatibleService:
         try:
             async with self._slot():
                 started = time.perf_counter()  # latency is the upstream's, not our queue's
-                response = await self._retrying(
-                    "chat completion", lambda: self._client().chat.completions.create(**params)
-                )
+                response = await self._retrying("chat completion", lambda: self._create(params))
             if not isinstance(response, ChatCompletion) or not response.choices:
                 raise self._not_a_completion(response)
             choice = response.choices[0]
@@ -232,9 +231,7 @@ class OpenAICompatibleService:
     ) -> AsyncIterator[StreamChunk]:
         attempt = 0
         while True:
-            stream: AsyncStream[ChatCompletionChunk] = await self._retrying(
-                "stream", lambda: self._client().chat.completions.create(**params)
-            )
+            stream = await self._retrying("stream", lambda: self._create_stream(params))
             yielded = 0
             finish_reason: str | None = None
             usage = Usage()
@@ -306,6 +303,28 @@ class OpenAICompatibleService:
     def api_key(self) -> str:
         """The key sent as Bearer; upstreams without auth get a placeholder."""
         return "not-needed"
+
+    def _create(self, params: dict[str, Any]) -> Awaitable[ChatCompletion]:
+        """`chat.completions.create(**params)`, minus the SDK's per-call body transform.
+
+        `create` walks the whole body against its TypedDicts to rename aliased fields; ours
+        has none (it is plain JSON already) and that walk was a fifth of a request's CPU.
+        `client.post` is the SDK's documented way to send a body as it is.
+        """
+        return self._client().post(
+            "/chat/completions", body=params, cast_to=ChatCompletion, options=_BEARER
+        )
+
+    def _create_stream(self, params: dict[str, Any]) -> Awaitable[AsyncStream[ChatCompletionChunk]]:
+        """The streaming form of `_create` (params carry `stream: true`)."""
+        return self._client().post(
+            "/chat/completions",
+            body=params,
+            cast_to=ChatCompletion,
+            options=_BEARER,
+            stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
 
     def _client(self) -> AsyncOpenAI:
         return pooled_client(self.base_url, self.api_key(), self.config.timeout, self.transport)
