@@ -9,7 +9,7 @@ BIN := .venv/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-runtime lint format migrate clean
+.PHONY: run test bench install install-runtime lint format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -41,5 +41,10 @@ format: install
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Long runs stay out of `make test`: gateway overhead vs direct and vs LiteLLM, streams,
+# memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).
+bench: install
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
 clean:
-	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .bench

@@ -1,0 +1,57 @@
+"""`make bench`: every benchmark in one run, then `benchmarks/RESULTS.md` and the plot.
+
+python -m benchmarks            # the full run (about 8 minutes on 2 cores)
+python -m benchmarks --quick    # a few seconds per part, to check the machinery
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import latency, report
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run latency/throughput/memory, structured-output quality and the profile; report."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs, no report written")
+    parser.add_argument("--skip-structured", action="store_true")
+    parser.add_argument("--skip-litellm", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    plan = latency.Plan(with_litellm=not args.skip_litellm)
+    if args.quick:
+        plan = latency.Plan(
+            levels=(1, 50), duration=0.5, warmup=0.2, held_streams=100, with_litellm=False
+        )
+    OUT.mkdir(exist_ok=True)
+    result = latency.run(plan)
+    (OUT / "latency.json").write_text(json.dumps(result))
+    structured_md = None
+    if not args.skip_structured and not args.quick:
+        from benchmarks import structured_quality
+
+        structured_md = structured_quality.to_markdown(structured_quality.run())
+        print(structured_md)
+    profile_md = None
+    if not args.quick:
+        from benchmarks import profile
+
+        profile_md = profile.profile()
+        print(profile_md)
+    if not args.quick:
+        path = report.write(result, structured_md, profile_md)
+        print(f"wrote {path} and {path.parent / 'latency.png'}")
+    print(f"benchmarks took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
