@@ -4,8 +4,11 @@ The ladder: strict `json_schema` → `json_object` → schema in the prompt. An 
 rejects a rung with HTTP 400 is asked again one rung lower, and the rung that worked is
 remembered per (base URL, model) so the next call starts there. Every reply is validated
 with Pydantic; an invalid one is retried with the validation error fed back, up to
-`max_retries` times, and a reply cut at `max_tokens` is retried with more room. Nothing
-unvalidated is ever returned.
+`max_retries` times, and a reply cut at `max_tokens` is retried with a request for a
+shorter one (and more room only if that is cut too). No request is ever sent twice: with
+a pinned seed or at temperature 0 it would get the same reply, so a reply given again
+verbatim is asked for afresh with another seed and some heat. Nothing unvalidated is ever
+returned.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ T = TypeVar("T")
 DEFAULT_MAX_TOKENS = 1024
 MAX_RAW_IN_REPAIR = 1500
 MAX_ERRORS_IN_REPAIR = 600
+VARIED_TEMPERATURE = 0.7  # the least heat for a request that must get another reply
+MAX_TEMPERATURE = 2.0  # the most the OpenAI API accepts
 
 
 class StructuredMode(StrEnum):
@@ -146,20 +151,28 @@ async def _ladder(
     key = (service.base_url, service.model)
     mode_index = LADDER.index(_working_mode.get(key, StructuredMode.JSON_SCHEMA))
     budget = 1 + service.config.max_retries
+    asked = _Sampling(temperature, seed)
     room = max_tokens
-    repair: tuple[str, str] | None = None  # (last raw reply, its errors)
-    raw, attempts = "", 0
+    followup: list[Message] = []  # turns after the prompt: a repair, or a note on a cut
+    vary = False  # whether the next request needs other sampling than the caller's
+    invalid: set[str] = set()  # every invalid reply so far, to spot one given again verbatim
+    sent: set[str] = set()  # every request so far, so that none is sent twice
+    raw, detail, cuts, attempts = "", "", 0, 0
 
     while attempts < budget:
         mode = LADDER[mode_index]
-        messages = _messages(prompt, system, schema, mode, repair)
+        messages = [*_messages(prompt, system, schema, mode), *followup]
+        response_format = _response_format(mode, name, schema)
+        sampling = asked.varied(attempts + 1) if vary else asked
+        sampling = _unsent(sampling, attempts + 1, sent, messages, room, response_format)
+        sent.add(_fingerprint(messages, sampling, room, response_format))
         try:
             completion = await service.complete(
                 messages,
-                temperature=temperature,
+                temperature=sampling.temperature,
                 max_tokens=room,
-                response_format=_response_format(mode, name, schema),
-                seed=seed,
+                response_format=response_format,
+                seed=sampling.seed,
             )
         except LLMUpstreamError as exc:
             if exc.upstream_status == 400 and mode_index + 1 < len(LADDER):
@@ -180,22 +193,83 @@ async def _ladder(
             value = validate(extract_json(raw))
         except (ValueError, ValidationError) as exc:
             if completion.finish_reason == "length":
-                room = await _more_room(service, room)
-                logger.debug("llm structured: reply cut at max_tokens; retrying with %d", room)
-                repair = None
+                # At pinned sampling more room only lets a looping reply loop longer; asking
+                # for a shorter reply is what helps. Grow the room only if that is cut too.
+                cuts += 1
+                if cuts > 1:
+                    room = await _more_room(service, room)
+                followup, vary = [_cut_note(completion.usage.completion_tokens or room)], False
+                detail = "the reply was cut off at max_tokens"
+                logger.debug("llm structured: reply cut; asking for a shorter one (room %s)", room)
             else:
-                repair = (raw, _summarise(exc))
-                logger.debug("llm structured: attempt %d invalid: %s", attempts, repair[1])
+                detail = _summarise(exc)
+                # A small model shown its own reply tends to copy it: when it already has,
+                # ask afresh without it, with other sampling.
+                vary = raw in invalid
+                invalid.add(raw)
+                followup = _repair(raw, detail, mode, schema, echo=not vary)
+                logger.debug("llm structured: attempt %d invalid: %s", attempts, detail)
             continue
         return StructuredResult(value=value, attempts=attempts, mode=mode, raw_text=raw)
 
-    detail = repair[1] if repair else "the reply was cut off at max_tokens"
     raise LLMValidationError(
         f"{service.display_name} model '{service.model}' gave no valid "
         f"{name} in {attempts} attempts: {detail}",
         provider=service.provider,
         raw_text=raw,
         attempts=attempts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Sampling:
+    """The sampling parameters of one request."""
+
+    temperature: float | None
+    seed: int | None
+
+    def varied(self, attempt: int) -> _Sampling:
+        """Sampling that gives another reply than this one: a new seed and some heat.
+
+        The seed is derived from the caller's (when there is one), so runs stay reproducible.
+        """
+        seed = None if self.seed is None else self.seed + attempt
+        return _Sampling(max(self.temperature or 0.0, VARIED_TEMPERATURE), seed)
+
+
+def _unsent(
+    sampling: _Sampling,
+    attempt: int,
+    sent: set[str],
+    messages: list[Message],
+    room: int | None,
+    response_format: dict[str, Any] | None,
+) -> _Sampling:
+    """`sampling`, or sampling that makes this request differ from every one already sent.
+
+    At a pinned seed or temperature 0 an identical request gets an identical reply, so
+    sending it again would only waste the attempt.
+    """
+    if _fingerprint(messages, sampling, room, response_format) not in sent:
+        return sampling
+    sampling = sampling.varied(attempt)
+    while _fingerprint(messages, sampling, room, response_format) in sent:
+        temperature = sampling.temperature or 0.0
+        if temperature >= MAX_TEMPERATURE:
+            break  # nothing left to vary; unseeded at this heat, a repeat is a fresh draw
+        # Only without a seed can this happen; the temperature is all that tells them apart.
+        sampling = _Sampling(round(min(temperature + 0.05, MAX_TEMPERATURE), 2), sampling.seed)
+    return sampling
+
+
+def _fingerprint(
+    messages: list[Message],
+    sampling: _Sampling,
+    room: int | None,
+    response_format: dict[str, Any] | None,
+) -> str:
+    return json.dumps(
+        [messages, sampling.temperature, sampling.seed, room, response_format], sort_keys=True
     )
 
 
@@ -278,33 +352,51 @@ def _response_format(
 
 
 def _messages(
-    prompt: str,
-    system: str | None,
-    schema: dict[str, Any],
-    mode: StructuredMode,
-    repair: tuple[str, str] | None,
+    prompt: str, system: str | None, schema: dict[str, Any], mode: StructuredMode
 ) -> list[Message]:
-    instruction = (
-        "Reply with one JSON object only, no prose, matching this JSON schema: "
-        + json.dumps(schema, separators=(",", ":"))
-    )
+    if mode is StructuredMode.JSON_SCHEMA:
+        # The server enforces the schema; repeating it here would double the prompt, and
+        # small models copy numbers out of it into their answers.
+        instruction = "Reply with one JSON object only, no prose."
+    else:
+        instruction = "Reply with one JSON object only, no prose, matching this JSON schema: "
+        instruction += _compact(schema)
     if mode is StructuredMode.PROMPT:
         instruction += " Do not wrap it in code fences."
-    messages: list[Message] = [
+    return [
         {"role": "system", "content": f"{system}\n\n{instruction}" if system else instruction},
         {"role": "user", "content": prompt},
     ]
-    if repair is not None:
-        raw, errors = repair
-        messages.append({"role": "assistant", "content": raw[:MAX_RAW_IN_REPAIR]})
-        messages.append(
-            {
-                "role": "user",
-                "content": f"That reply was invalid: {errors}. Reply again with the corrected "
-                "JSON object only.",
-            }
-        )
-    return messages
+
+
+def _repair(
+    raw: str, errors: str, mode: StructuredMode, schema: dict[str, Any], *, echo: bool
+) -> list[Message]:
+    """The turns that ask again after an invalid reply, with or without that reply."""
+    turns: list[Message] = []
+    if echo:
+        turns.append({"role": "assistant", "content": raw[:MAX_RAW_IN_REPAIR]})
+    text = f"{'That' if echo else 'Your previous'} reply was invalid: {errors}. Reply again "
+    text += "with the corrected JSON object only"
+    if mode is StructuredMode.JSON_SCHEMA:
+        # Not in the system prompt on this rung, and a server may accept json_schema yet
+        # ignore it: then this is the only place the model learns the expected shape.
+        text += ", matching this JSON schema: " + _compact(schema)
+    turns.append({"role": "user", "content": text + "."})
+    return turns
+
+
+def _cut_note(tokens: int | None) -> Message:
+    after = f" after {tokens} tokens" if tokens else ""
+    return {
+        "role": "user",
+        "content": f"Your previous reply was cut off{after} because it was too long. Reply "
+        "again with a complete, much shorter JSON object; do not repeat items.",
+    }
+
+
+def _compact(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, separators=(",", ":"))
 
 
 def _summarise(exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 
 import pytest
@@ -45,8 +46,10 @@ class Plan(BaseModel):
     note: str | None = None
 
 
-async def service(llm_env: LLMEnv, max_retries: int = 3) -> OpenAICompatibleService:
-    llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=max_retries)
+async def service(
+    llm_env: LLMEnv, max_retries: int = 3, **settings: object
+) -> OpenAICompatibleService:
+    llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=max_retries, **settings)
     result = await get_llm_service_with_overrides(provider="lmstudio")
     assert isinstance(result.service, OpenAICompatibleService)
     return result.service
@@ -144,16 +147,93 @@ async def test_never_returns_an_unvalidated_object(
     assert caught.value.status_code == 422
 
 
-async def test_reply_cut_at_max_tokens_is_retried_with_more_room(
+async def test_reply_cut_at_max_tokens_asks_for_a_shorter_reply_in_the_same_room(
     llm_env: LLMEnv, upstream: StandInServer
 ) -> None:
     llm = await service(llm_env)
     upstream.reply_truncated('{"language": "py')
-    result = await generate_structured(llm, "hello", CodeResponse, max_tokens=100)
+    result = await generate_structured(
+        llm, "hello", CodeResponse, max_tokens=100, temperature=0, seed=42
+    )
     assert result.attempts == 2
-    assert [r.json.get("max_tokens") for r in upstream.chat_requests] == [100, 200]
-    assert upstream.chat_requests[1].json["messages"][-1]["role"] == "user"
-    assert len(upstream.chat_requests[1].json["messages"]) == 2  # no repair chatter
+    assert [r.json.get("max_tokens") for r in upstream.chat_requests] == [100, 100]
+    retry = upstream.chat_requests[1].json
+    assert [m["role"] for m in retry["messages"]] == ["system", "user", "user"]
+    note = retry["messages"][-1]["content"]
+    assert note.startswith("Your previous reply was cut off after ")
+    assert "much shorter JSON object" in note
+    assert '{"language": "py' not in json.dumps(retry["messages"])  # the cut reply is not sent
+    assert (retry["seed"], retry["temperature"]) == (42, 0)
+
+
+async def test_reply_cut_again_gets_more_room_and_never_an_identical_request(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, max_retries=5, llm_max_tokens=200)
+    upstream.reply_truncated('{"language": "py', times=None)
+    with pytest.raises(LLMValidationError) as caught:
+        await generate_structured(llm, "hello", CodeResponse, max_tokens=100)
+    assert caught.value.attempts == 6
+    assert caught.value.message.endswith("the reply was cut off at max_tokens")
+    sent = upstream.chat_requests
+    assert [r.json.get("max_tokens") for r in sent] == [100, 100, 200, 200, 200, 200]
+    # Capped at LLM_MAX_TOKENS, the room can no longer tell the requests apart; unseeded,
+    # only the temperature can.
+    assert [r.json.get("temperature") for r in sent] == [None, None, None, 0.7, 0.75, 0.8]
+    assert len({r.body for r in sent}) == len(sent)
+
+
+async def test_a_repeated_invalid_reply_is_asked_for_afresh_with_other_sampling(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, max_retries=3)
+    too_long = {"name": "n", "priority": "low", "steps": [{"title": "t", "minutes": 500}]}
+    upstream.reply_json(too_long)
+    upstream.reply_json(too_long)  # the model copies its reply from the repair turn
+    result = await generate_structured(llm, "Plan", Plan, temperature=0, seed=42)
+    assert result.attempts == 3
+    first, repair, fresh = (r.json for r in upstream.chat_requests)
+    assert (first["seed"], first["temperature"]) == (repair["seed"], repair["temperature"])
+    assert [m["role"] for m in repair["messages"]] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in fresh["messages"]] == ["system", "user", "user"]
+    assert fresh["messages"][-1]["content"].startswith(
+        "Your previous reply was invalid: steps.0.minutes: Input should be less than or equal"
+    )
+    assert fresh["seed"] == 45  # the caller's seed plus the attempt: reproducible
+    assert fresh["temperature"] >= 0.7
+    assert len({r.body for r in upstream.chat_requests}) == 3
+
+
+async def test_the_same_invalid_reply_every_time_never_repeats_a_request(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, max_retries=4)
+    upstream.reply_json({"name": "n", "priority": "low", "steps": []}, times=None)
+    with pytest.raises(LLMValidationError) as caught:
+        await generate_structured(llm, "Plan", Plan, temperature=0, seed=42)
+    assert caught.value.attempts == 5
+    sent = upstream.chat_requests
+    assert [r.json["seed"] for r in sent] == [42, 42, 45, 46, 47]
+    assert [r.json["temperature"] for r in sent] == [0, 0, 0.7, 0.7, 0.7]
+    assert all(m["role"] != "assistant" for r in sent[2:] for m in r.json["messages"])
+    assert len({r.body for r in sent}) == len(sent)
+
+
+async def test_json_schema_rung_keeps_the_schema_out_of_the_prompt_until_a_repair(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    # The server enforces the schema on this rung; one that accepts json_schema but ignores
+    # it still gets the schema once a reply fails validation.
+    llm = await service(llm_env)
+    upstream.reply("Sure! Here is a plan.")
+    await generate_structured(llm, "Plan", Plan, system="Be brief.")
+    first, repair = (r.json["messages"] for r in upstream.chat_requests)
+    assert first[0] == {
+        "role": "system",
+        "content": "Be brief.\n\nReply with one JSON object only, no prose.",
+    }
+    assert repair[-1]["content"].startswith("That reply was invalid: the reply contains no JSON")
+    assert json.dumps(strict_schema(Plan), separators=(",", ":")) in repair[-1]["content"]
 
 
 async def test_json_in_reasoning_content_with_empty_content(
