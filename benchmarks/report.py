@@ -151,6 +151,57 @@ def memory_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets(result: dict[str, Any]) -> str:
+    """The issue's targets for one worker, each with this run's figure and a verdict."""
+    rows = ["| target | this run | verdict |", "|---|---|---|"]
+
+    def add(name: str, figure: str, ok: bool) -> None:
+        rows.append(f"| {name} | {figure} | {_verdict(ok)} |")
+
+    non_stream = result["non_stream"]
+    if "1" in non_stream:
+        row = non_stream["1"]
+        added = row["facade"]["p50"] - row["direct"]["p50"]
+        add("sequential added latency p50 <= 0.5 ms", f"{added:.2f} ms", added <= 0.5)
+    if "50" in non_stream:
+        row = non_stream["50"]
+        added50 = row["facade"]["p50"] - row["direct"]["p50"]
+        added99 = row["facade"]["p99"] - row["direct"]["p99"]
+        add("50 clients: added p50 < 1 ms", f"{added50:.2f} ms", added50 < 1)
+        add("50 clients: added p99 < 5 ms", f"{added99:.2f} ms", added99 < 5)
+        rps = row["facade"]["rps"]
+        add("50 clients: >= 2,000 req/s", f"{rps:.0f} req/s", rps >= 2000)
+        if "litellm" in row and row["litellm"]["rps"]:
+            times = rps / row["litellm"]["rps"]
+            add("50 clients: >= 20x LiteLLM's req/s", f"{times:.1f}x", times >= 20)
+    stream = result["stream"]
+    if "1" in stream:
+        row = stream["1"]
+        ttft = row["facade"]["ttft_p50"] - row["direct"]["ttft_p50"]
+        add("streams: added time to first token p50 < 2 ms", f"{ttft:.2f} ms", ttft < 2)
+        chunks = max(row["facade"]["tokens_min"], 2) - 1
+        after = (row["facade"]["p50"] - row["facade"]["ttft_p50"]) - (
+            row["direct"]["p50"] - row["direct"]["ttft_p50"]
+        )
+        add("streams: < 0.05 ms added per chunk", f"{after / chunks:.3f} ms", after / chunks < 0.05)
+    memory = result["memory"]
+    idle = memory["idle_mib"]["ours"]
+    add("RSS idle < 100 MiB", f"{idle:.0f} MiB", idle < 100)
+    held = memory.get("held_streams", {}).get("ours")
+    if held:
+        held_mb = held["held_mib"] * 2**20 / 1e6
+        add(
+            f"{memory['held_streams']['streams']} open streams with RSS < 300 MB",
+            f"{held_mb:.0f} MB ({held['open']} open, {held['errors']} errors)",
+            held_mb < 300 and held["errors"] == 0,
+        )
+    return "\n".join(rows)
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """Latency distributions (non-streaming, and time to first token) per target and level."""
     import matplotlib
@@ -201,6 +252,12 @@ def write(latency: dict[str, Any], structured_md: str | None, profile_md: str | 
         f"in one run; each level runs {plan['duration']:g} s after a {plan['warmup']:g} s "
         "warm-up. Note the machine has 2 cores shared by upstream, load generator and "
         "gateway, so absolute throughput is a floor of what a dedicated core gives.",
+        "",
+        "## Targets (one worker)",
+        "",
+        "Streaming targets are read at 1 client; the per-level figures are below.",
+        "",
+        targets(latency),
         "",
         "## Non-streaming chat completions",
         "",

@@ -43,5 +43,8 @@ def test_quick_run_measures_every_target_without_errors(tmp_path: Path) -> None:
     assert "| 4 | ours: `/v1/chat/completions` |" in report.non_stream_table(result)
     assert "added per chunk" in report.stream_table(result)
     assert "ours (1 worker)" in report.memory_table(result)
+    verdicts = report.targets(result)
+    assert "sequential added latency" in verdicts
+    assert "20 open streams with RSS < 300 MB" in verdicts
     report.plot(result, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
