@@ -13,7 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from app.core.config import LLMProvider
-from app.core.db import get_sessionmaker
+from app.core.db import get_engine, get_sessionmaker
 from app.models import LLMSettingsUpdate
 from app.services.llm import (
     LLMConfigurationError,
@@ -132,3 +132,31 @@ async def test_works_as_a_fastapi_dependency(llm_env: LLMEnv, upstream: StandInS
     finally:
         await running.stop()
     assert body == {"model": "llama-3.2-3b-instruct", "text": "Echo: ping"}
+
+
+async def test_periodic_revalidation_never_makes_a_caller_wait(
+    llm_env: LLMEnv, database_url: str
+) -> None:
+    llm_env.set(lmstudio_model="local-model")
+    assert (await load_effective_settings()).model == "local-model"  # cache warm
+    # Every pooled connection taken: any database read now waits (up to the pool timeout).
+    held = []
+    try:
+        while True:
+            try:
+                held.append(await asyncio.wait_for(get_engine().connect(), 0.3))
+            except TimeoutError:
+                break
+        settings_module._cache.checked_at = float("-inf")  # due for its routine check
+        started = time.monotonic()
+        effective = await asyncio.wait_for(load_effective_settings(), 2)
+        assert time.monotonic() - started < 0.1, "the routine check made the caller wait"
+        assert effective.model == "local-model"
+        revalidation = settings_module._cache.revalidating
+        assert revalidation is not None
+        assert not revalidation.done()  # still waiting for a pooled connection
+    finally:
+        for connection in held:
+            await connection.close()
+    await asyncio.wait_for(revalidation, 10)
+    assert settings_module._cache.checked_at > started  # and then it did check
