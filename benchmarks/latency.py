@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -240,10 +240,17 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                 log(f"sdk alone  c={level:<4} {transport:<13} {floor['rps']:8.0f} calls/s")
         for level in plan.levels:
             row = result["stream"][str(level)] = {}
+            # One client completes only 2.5 streams a second: run it longer for enough samples.
+            stream_plan = replace(plan, duration=plan.duration * 3) if level == 1 else plan
             for target in [*all_targets, httpx_target]:
                 row[target.name] = summarize(
                     run_load(
-                        target.stream_url, target.headers, target.stream_body, level, plan, True
+                        target.stream_url,
+                        target.headers,
+                        target.stream_body,
+                        level,
+                        stream_plan,
+                        stream=True,
                     ),
                     stream=True,
                 )

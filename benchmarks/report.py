@@ -249,8 +249,9 @@ def write(latency: dict[str, Any], structured_md: str | None, profile_md: str | 
         "(`python -m app serve`, one worker, SQLite, API-key auth, access log off) and the "
         "LiteLLM proxy (1 worker, no database, master key, its own venv). All targets answer "
         "the same request from the same upstream at the same concurrency, one after another "
-        f"in one run; each level runs {plan['duration']:g} s after a {plan['warmup']:g} s "
-        "warm-up. Note the machine has 2 cores shared by upstream, load generator and "
+        f"in one run; each level runs {plan['duration']:g} s ({3 * plan['duration']:g} s for one "
+        f"client's streams) after a {plan['warmup']:g} s warm-up. Note the machine has 2 "
+        "cores shared by upstream, load generator and "
         "gateway, so absolute throughput is a floor of what a dedicated core gives.",
         "",
         "## Targets (one worker)",
