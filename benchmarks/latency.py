@@ -114,10 +114,12 @@ def summarize(record: dict[str, Any], stream: bool) -> dict[str, Any]:
     return summary
 
 
-def sdk_floor(base_url: str, transport: str, concurrency: int, plan: Plan) -> dict[str, Any]:
+def sdk_floor(
+    base_url: str, transport: str, call: str, concurrency: int, plan: Plan
+) -> dict[str, Any]:
     """The `openai` SDK alone driving the upstream (`benchmarks.sdk_floor`, own process)."""
     command = [sys.executable, "-m", "benchmarks.sdk_floor", "--base-url", base_url]
-    command += ["--transport", transport, "--concurrency", str(concurrency)]
+    command += ["--transport", transport, "--call", call, "--concurrency", str(concurrency)]
     command += ["--duration", str(plan.duration)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, check=True, timeout=300)
     found: dict[str, Any] = json.loads(done.stdout)
@@ -234,10 +236,14 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                 )
                 log(_line("non-stream", level, target.name, row[target.name]))
         for level in plan.levels[:2]:
-            for transport in ("aiohttp", "httpx"):
-                floor = sdk_floor(upstream.base_url, transport, level, plan)
+            for transport, call in (
+                ("aiohttp", "create"),
+                ("httpx", "create"),
+                ("aiohttp", "post"),
+            ):
+                floor = sdk_floor(upstream.base_url, transport, call, level, plan)
                 result["sdk_floor"].append(floor)
-                log(f"sdk alone  c={level:<4} {transport:<13} {floor['rps']:8.0f} calls/s")
+                log(f"sdk alone  c={level:<4} {transport:<8}{call:<6} {floor['rps']:8.0f} calls/s")
         for level in plan.levels:
             row = result["stream"][str(level)] = {}
             # One client completes only 2.5 streams a second: run it longer for enough samples.

@@ -32,8 +32,10 @@ def test_quick_run_measures_every_target_without_errors(tmp_path: Path) -> None:
                 if kind == "stream":  # every token relayed, none merged or lost
                     assert cell["tokens_min"] == latency.STREAM_CHUNKS, (level, name)
     floors = result["sdk_floor"]
-    assert {(f["concurrency"], f["transport"]) for f in floors} == {
-        (c, t) for c in (1, 4) for t in ("aiohttp", "httpx")
+    assert {(f["concurrency"], f["transport"], f["call"]) for f in floors} == {
+        (c, t, call)
+        for c in (1, 4)
+        for t, call in (("aiohttp", "create"), ("httpx", "create"), ("aiohttp", "post"))
     }
     assert all(f["rps"] > 0 for f in floors)
     held = result["memory"]["held_streams"]["ours"]

@@ -30,21 +30,50 @@ def upstream_message(exc: openai.APIStatusError) -> str:
     return text[:300] or exc.message
 
 
-def reasoning_of(message: Any) -> str | None:
+def first_choice(body: object) -> dict[str, Any] | None:
+    """The first choice of a chat completion or chunk body, when it has one."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return None
+
+
+def part_of(choice: dict[str, Any], key: str) -> dict[str, Any]:
+    """A choice's `message` (completions) or `delta` (chunks); empty when malformed."""
+    part = choice.get(key)
+    return part if isinstance(part, dict) else {}
+
+
+def text_of(part: dict[str, Any]) -> str:
+    content = part.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def reasoning_of(part: dict[str, Any]) -> str | None:
     # LM Studio and llama.cpp put a reasoning model's thinking in `reasoning_content`.
-    value = getattr(message, "reasoning_content", None)
-    if value is None and message.model_extra:
-        value = message.model_extra.get("reasoning_content") or message.model_extra.get("reasoning")
+    value = part.get("reasoning_content") or part.get("reasoning")
     return value if isinstance(value, str) and value else None
 
 
-def usage_of(usage: Any) -> Usage:
-    if usage is None:
-        return Usage()
+def finish_reason_of(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) else None
+
+
+def usage_of(body: object) -> Usage | None:
+    """The usage a body reports, or None when it reports none."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return None
     return Usage(
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
     )
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def context_from_meta(model: Any) -> int | None:

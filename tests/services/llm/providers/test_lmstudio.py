@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
+from aiohttp import web
 
 from app.services.llm import (
     LLMConnectionError,
@@ -16,6 +18,7 @@ from app.services.llm import (
     get_llm_service_with_overrides,
 )
 from app.services.llm.protocol import LLMService
+from app.services.llm.providers.openai_compatible import OpenAICompatibleService
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer, unused_url
 
@@ -219,3 +222,50 @@ async def test_rejected_token_is_not_echoed(llm_env: LLMEnv, upstream: StandInSe
         f"LM Studio at {upstream.base_url} rejected the credentials (HTTP 401): "
         "set LMSTUDIO_API_KEY to a valid key"
     )
+
+
+def _answer(body: object) -> Callable[..., web.Response]:
+    return lambda _request, _record: web.json_response(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"choices": []}, {"choices": [None]}, {"choices": "nope"}, [], {"object": "list"}],
+)
+async def test_a_200_that_is_not_a_chat_completion_is_an_upstream_error(
+    llm_env: LLMEnv, upstream: StandInServer, body: object
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=0)
+    upstream.enqueue(_answer(body))
+    with pytest.raises(LLMUpstreamError, match="not a chat completion"):
+        await llm.get_response("hi")
+
+
+async def test_lmstudios_200_unexpected_endpoint_says_to_check_the_base_url(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env, lmstudio_max_retries=0)
+    upstream.enqueue(_answer({"error": "Unexpected endpoint or method. (POST /chat/completions)"}))
+    with pytest.raises(LLMUpstreamError, match="LMSTUDIO_BASE_URL ends with /v1"):
+        await llm.get_response("hi")
+
+
+async def test_odd_field_types_are_read_defensively(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    llm = await service(llm_env)
+    assert isinstance(llm, OpenAICompatibleService)
+    odd = {
+        "choices": [
+            {"message": {"content": None, "reasoning_content": "thinking"}, "finish_reason": 7}
+        ],
+        "usage": {"prompt_tokens": "12", "completion_tokens": -3},
+    }
+    upstream.enqueue(_answer(odd))
+    completion = await llm.complete([{"role": "user", "content": "hi"}])
+    assert (completion.text, completion.reasoning, completion.finish_reason) == (
+        "",
+        "thinking",
+        None,
+    )
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 0)
