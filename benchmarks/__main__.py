@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import profile
 
         profile_md = profile.profile()
+        (OUT / "profile.md").write_text(profile_md)
         print(profile_md)
     if not args.quick:
         path = report.write(result, structured_md, profile_md)

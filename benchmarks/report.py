@@ -241,14 +241,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write(latency: dict[str, Any], structured_md: str | None, profile_md: str | None) -> Path:
+def write(
+    latency: dict[str, Any],
+    structured_md: str | None,
+    profile_md: str | None,
+    measured: datetime | None = None,
+) -> Path:
     """Write RESULTS.md and the plot; return the RESULTS.md path."""
     plot(latency, HERE / "latency.png")
     plan = latency["plan"]
     sections = [
         "# Benchmark results",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
+        f"Measured {measured or datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: "
+        f"{machine()}.",
         "",
         "Everything runs on loopback, each part in its own process: the upstream (a minimal "
         "OpenAI-compatible server, `benchmarks/upstream.py`), the load generator "
@@ -306,3 +312,29 @@ def write(latency: dict[str, Any], structured_md: str | None, profile_md: str | 
     path = HERE / "RESULTS.md"
     path.write_text("\n".join(sections))
     return path
+
+
+def main() -> None:
+    """Re-render RESULTS.md and the plot from the last run's files in `benchmarks/out/`
+    (after editing `before_after.md` or `profile_fixes.md`, say)."""
+    import json
+
+    from benchmarks import structured_quality
+
+    out = HERE / "out"
+    latency = json.loads((out / "latency.json").read_text())
+    structured = out / "structured_quality.json"
+    structured_md = (
+        structured_quality.to_markdown(json.loads(structured.read_text()))
+        if structured.exists()
+        else None
+    )
+    profile = out / "profile.md"
+    measured = datetime.fromtimestamp((out / "latency.json").stat().st_mtime, UTC)
+    print(
+        write(latency, structured_md, profile.read_text() if profile.exists() else None, measured)
+    )
+
+
+if __name__ == "__main__":
+    main()
