@@ -8,15 +8,13 @@ Retry-After when it is exceeded.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from app.services.llm.errors import LLMOverloadedError
+from app.services.llm.per_loop import PerLoop
 
-_semaphores: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]
-] = weakref.WeakKeyDictionary()
+_semaphores: PerLoop[dict[tuple[str, int], asyncio.Semaphore]] = PerLoop(dict)
 
 
 @asynccontextmanager
@@ -24,10 +22,7 @@ async def upstream_slot(
     base_url: str, *, limit: int, wait: float, name: str, provider: str
 ) -> AsyncIterator[None]:
     """Hold one of `limit` slots for `base_url` while the body runs."""
-    loop = asyncio.get_running_loop()
-    per_loop = _semaphores.get(loop)
-    if per_loop is None:  # not setdefault: that builds a weak reference on every call
-        per_loop = _semaphores[loop] = {}
+    per_loop = _semaphores.get()
     semaphore = per_loop.get((base_url, limit))
     if semaphore is None:
         semaphore = per_loop[(base_url, limit)] = asyncio.Semaphore(limit)

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from app.core.config import LLMProvider, Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.models import LLMSettings, LLMSettingsUpdate, utcnow
 from app.services.llm.errors import LLMConfigurationError, LLMSettingsUnavailableError
+from app.services.llm.per_loop import PerLoop
 
 logger = logging.getLogger("app.services.llm")
 
@@ -111,9 +111,7 @@ class _Cache:
 
 
 _cache = _Cache()
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+_refresh_lock: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
 
 
 def invalidate_cache() -> None:
@@ -145,9 +143,8 @@ async def load_effective_settings() -> EffectiveLLMSettings:
         if _cache.loaded and not _cache.invalidated:
             _revalidate_in_background()
         else:
-            loop = asyncio.get_running_loop()
-            lock = _locks.get(loop) or _locks.setdefault(loop, asyncio.Lock())
-            async with lock:  # one read refreshes the cache for every waiting request
+            # One read refreshes the cache for every waiting request.
+            async with _refresh_lock.get():
                 if _stale():
                     await _refresh()
     return _combined(_cache.saved, get_settings())

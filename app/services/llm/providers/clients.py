@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import weakref
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,11 +11,11 @@ import openai
 from openai import AsyncOpenAI
 
 from app.core.config import get_settings
+from app.services.llm.per_loop import PerLoop
 
 HttpTransport = Literal["aiohttp", "httpx"]
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncOpenAI]]
-_clients = weakref.WeakKeyDictionary()
+_clients: PerLoop[dict[tuple[str, ...], AsyncOpenAI]] = PerLoop(dict)
 
 
 def pooled_client(
@@ -32,10 +30,7 @@ def pooled_client(
     # it (the SDK's default keeps only 100 idle connections: more concurrent calls than that
     # would open a fresh connection for every request). The margin covers model discovery.
     connections = get_settings().llm_max_concurrency + 8
-    loop = asyncio.get_running_loop()
-    per_loop = _clients.get(loop)
-    if per_loop is None:  # not setdefault: that builds a weak reference on every call
-        per_loop = _clients[loop] = {}
+    per_loop = _clients.get()
     key_hash = hashlib.sha256(api_key.encode()).hexdigest()
     key = (base_url, key_hash, str(timeout), transport, str(connections))
     client = per_loop.get(key)
@@ -58,8 +53,7 @@ def pooled_client(
 
 async def close_clients() -> None:
     """Close every pooled client of the running loop (at application shutdown)."""
-    per_loop = _clients.pop(asyncio.get_running_loop(), {})
-    for client in per_loop.values():
+    for client in (_clients.pop() or {}).values():
         await client.close()
 
 
