@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -244,6 +245,30 @@ def text_then_garbage() -> Callable[..., Any]:
 def text_then_end_without_finish() -> Callable[..., Any]:
     """Two pieces of text, then `[DONE]` with no finish_reason ever sent."""
     return sse_handler(_frame("Hello"), _frame(" there"), b"data: [DONE]\n\n")
+
+
+# Faults after the first text reached the client, for every streaming endpoint: the text
+# relayed before the fault, and the start of the in-stream error message.
+AFTER_TEXT = [
+    pytest.param(
+        lambda up: up.stream_cut(after_chunks=2),
+        "Echo: one",
+        "The stream from LM Studio at {url} broke off after 2 chunks (",
+        id="cut",
+    ),
+    pytest.param(
+        lambda up: up.enqueue(text_then_garbage()),
+        "Hello",
+        "The stream from LM Studio at {url} broke off after 1 chunks (JSONDecodeError)",
+        id="garbage",
+    ),
+    pytest.param(
+        lambda up: up.enqueue(text_then_end_without_finish()),
+        "Hello there",
+        "The stream from LM Studio at {url} ended before the reply was complete (after 2 chunks)",
+        id="ended_without_finish",
+    ),
+]
 
 
 # ── SSE ─────────────────────────────────────────────────────────────────────

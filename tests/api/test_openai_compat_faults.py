@@ -13,6 +13,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.api.llm_faults_support import (
+    AFTER_TEXT,
     FAULTS,
     MODEL,
     Fault,
@@ -21,8 +22,6 @@ from tests.api.llm_faults_support import (
     chat_calls,
     scrape,
     sse_events,
-    text_then_end_without_finish,
-    text_then_garbage,
     value,
     wait_streams_idle,
 )
@@ -148,27 +147,6 @@ async def test_upstream_fault_raises_the_matching_sdk_error(
 
 
 # ── faults after the first text: a `data: {"error": ...}` chunk, no [DONE] ──
-
-AFTER_TEXT = [
-    pytest.param(
-        lambda up: up.stream_cut(after_chunks=2),
-        "Echo: one",
-        "The stream from LM Studio at {url} broke off after 2 chunks (",
-        id="cut",
-    ),
-    pytest.param(
-        lambda up: up.enqueue(text_then_garbage()),
-        "Hello",
-        "The stream from LM Studio at {url} broke off after 1 chunks (JSONDecodeError)",
-        id="garbage",
-    ),
-    pytest.param(
-        lambda up: up.enqueue(text_then_end_without_finish()),
-        "Hello there",
-        "The stream from LM Studio at {url} ended before the reply was complete (after 2 chunks)",
-        id="ended_without_finish",
-    ),
-]
 
 
 @pytest.mark.parametrize(("arrange", "text", "message"), AFTER_TEXT)

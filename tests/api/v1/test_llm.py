@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 
+from tests.api.llm_faults_support import sse_events
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer
 
@@ -19,20 +19,6 @@ Headers = dict[str, str]
 def llm(llm_env: LLMEnv) -> LLMEnv:
     llm_env.set(lmstudio_model=MODEL)
     return llm_env
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, object]]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data = "message", ""
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line.removeprefix("event:").strip()
-            elif line.startswith("data:"):
-                data += line.removeprefix("data:").strip()
-        if data:
-            events.append((name, json.loads(data)))
-    return events
 
 
 async def test_generate(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.api.llm_faults_support import (
+    AFTER_TEXT,
     FAULTS,
     MODEL,
     Fault,
@@ -20,8 +21,6 @@ from tests.api.llm_faults_support import (
     chat_calls,
     scrape,
     sse_events,
-    text_then_end_without_finish,
-    text_then_garbage,
     value,
     wait_streams_idle,
 )
@@ -116,30 +115,7 @@ async def test_upstream_fault_is_an_http_error_naming_the_upstream(
 # ── faults after the first text: the stream has started, so an `error` event ──
 
 
-@pytest.mark.parametrize(
-    ("arrange", "text", "message"),
-    [
-        pytest.param(
-            lambda up: up.stream_cut(after_chunks=2),
-            "Echo: one",
-            "The stream from LM Studio at {url} broke off after 2 chunks (",
-            id="cut",
-        ),
-        pytest.param(
-            lambda up: up.enqueue(text_then_garbage()),
-            "Hello",
-            "The stream from LM Studio at {url} broke off after 1 chunks (JSONDecodeError)",
-            id="garbage",
-        ),
-        pytest.param(
-            lambda up: up.enqueue(text_then_end_without_finish()),
-            "Hello there",
-            "The stream from LM Studio at {url} ended before the reply was complete "
-            "(after 2 chunks)",
-            id="ended_without_finish",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("arrange", "text", "message"), AFTER_TEXT)
 async def test_stream_fault_after_text_is_an_error_event_and_not_retried(
     client: httpx.AsyncClient,
     llm_env: LLMEnv,
