@@ -139,15 +139,15 @@ async def load_effective_settings() -> EffectiveLLMSettings:
     background read checks them, because under load a read waiting for its thread can take
     far longer than the request itself.
     """
+    saved = _cache.saved
     if _stale():
         if _cache.loaded and not _cache.invalidated:
             _revalidate_in_background()
         else:
             # One read refreshes the cache for every waiting request.
             async with _refresh_lock.get():
-                if _stale():
-                    await _refresh()
-    return _combined(_cache.saved, get_settings())
+                saved = await _refresh() if _stale() else _cache.saved
+    return _combined(saved, get_settings())
 
 
 _last_combined: tuple[SavedSettings | None, Settings, EffectiveLLMSettings] | None = None
@@ -178,7 +178,13 @@ async def _revalidate() -> None:
         logger.warning("llm settings: revalidation failed (%s); using the last known", exc)
 
 
-async def _refresh() -> None:
+async def _refresh() -> SavedSettings | None:
+    """Read the row into the cache; return what was read (or the last known on failure).
+
+    A read during which the cache was invalidated again (a NOTIFY, often for the very save
+    the caller is waiting on) is not cached, since it may predate that save; it is still
+    returned, because it started after the invalidation that made the caller wait.
+    """
     generation = _cache.generation
     try:
         async with asyncio.timeout(10):
@@ -189,15 +195,16 @@ async def _refresh() -> None:
         if _cache.loaded:
             logger.warning("llm settings: database unreadable (%s); using the last known", exc)
             _cache.checked_at = time.monotonic()
-            return
+            return _cache.saved
         raise LLMSettingsUnavailableError(
             f"The LLM settings could not be read from the database ({type(exc).__name__}); "
             "check DATABASE_URL and that migrations ran (`python -m app migrate`)"
         ) from exc
     if _cache.generation != generation:
-        return  # a save landed while we read: this result may predate it, so read again next
+        return saved  # not cached: the next caller reads again
     _cache.saved, _cache.loaded, _cache.invalidated = saved, True, False
     _cache.checked_at = time.monotonic()
+    return saved
 
 
 async def read_saved_row(session: AsyncSession) -> LLMSettings | None:

@@ -160,3 +160,21 @@ async def test_periodic_revalidation_never_makes_a_caller_wait(
             await connection.close()
     await asyncio.wait_for(revalidation, 10)
     assert settings_module._cache.checked_at > started  # and then it did check
+
+
+async def test_a_notify_during_the_read_a_save_waits_for_does_not_serve_the_old_settings(
+    llm_env: LLMEnv,
+) -> None:
+    # On PostgreSQL the save's own NOTIFY arrives while the caller's read is in flight and
+    # invalidates the cache again; that read is still newer than the save the caller waits on.
+    llm_env.set(lmstudio_model="local-model")
+    assert (await load_effective_settings()).model == "local-model"  # cache warm
+    async with get_sessionmaker()() as session:
+        await save_llm_settings(
+            session, LLMSettingsUpdate(lmstudio_model="mistral-7b-instruct"), user_id=None
+        )
+    reading = asyncio.create_task(load_effective_settings())
+    await asyncio.sleep(0)  # the read has started
+    settings_module.invalidate_cache()  # what the watcher does on NOTIFY
+    assert (await reading).model == "mistral-7b-instruct"
+    assert (await load_effective_settings()).model == "mistral-7b-instruct"
