@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+import httpx
 import openai
 
 from app.services.llm.protocol import Usage
@@ -93,8 +95,23 @@ def causes(exc: BaseException) -> list[BaseException]:
 
 
 def stale_connection(exc: BaseException) -> bool:
-    """True when the request failed writing to a connection the server had closed."""
-    return any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in causes(exc))
+    """True when the request went to a pooled connection the server had closed.
+
+    Writing to it fails (reset, broken pipe) or, when the server's close wins the race
+    with our write, the read finds it closed with no reply at all: aiohttp says
+    ServerDisconnectedError (which the SDK's aiohttp transport reports as a *timeout*),
+    httpx a RemoteProtocolError.
+    """
+    return any(
+        isinstance(
+            c,
+            ConnectionResetError
+            | BrokenPipeError
+            | aiohttp.ServerDisconnectedError
+            | httpx.RemoteProtocolError,
+        )
+        for c in causes(exc)
+    )
 
 
 def refused(exc: BaseException) -> bool:

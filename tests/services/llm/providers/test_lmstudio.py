@@ -269,3 +269,22 @@ async def test_odd_field_types_are_read_defensively(
         None,
     )
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 0)
+
+
+async def _close_without_reply(request: web.Request, _record: object) -> web.Response:
+    assert request.transport is not None
+    request.transport.close()  # as a server does with an idle keep-alive connection
+    return web.Response()
+
+
+async def test_a_connection_closed_with_no_reply_is_resent_at_once(
+    llm_env: LLMEnv, upstream: StandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama.cpp closes its side after a stream; when that close wins the race with our next
+    # request on the pooled connection, the read finds no reply at all.
+    llm = await service(llm_env, lmstudio_max_retries=0)
+    caplog.set_level(logging.DEBUG, logger="app.services.llm")
+    upstream.enqueue(_close_without_reply)
+    assert await llm.get_response("hi") == "Echo: hi"
+    assert "pooled connection was closed; resending" in caplog.text
+    assert "llm retry" not in caplog.text
