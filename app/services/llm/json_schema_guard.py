@@ -175,7 +175,7 @@ def _refuse_retrieval(uri: str) -> NoReturn:
 
 
 # Nothing outside the caller's schema is ever fetched or opened, whatever its $refs say.
-_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
 # ── the check ──────────────────────────────────────────────────────────────────────────────
@@ -247,7 +247,7 @@ def guard_schema(schema: Any) -> GuardedSchema:
     max_reply_depth = graph.bound_recursion()
     # Without $schema no subschema can switch the validator class to a stock one.
     own = {key: value for key, value in schema.items() if key != "$schema"}
-    validator = GuardedValidator(own, registry=_NO_RETRIEVAL)
+    validator = GuardedValidator(own, registry=NO_RETRIEVAL)
     return GuardedSchema(schema=schema, max_reply_depth=max_reply_depth, validator=validator)
 
 
