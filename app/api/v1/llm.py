@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
-from jsonschema import Draft202012Validator, SchemaError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -17,6 +16,12 @@ from app.api.deps import SettingsDep, get_current_user
 from app.api.streaming import sse_response
 from app.models import ModelName
 from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
+from app.services.llm.json_schema_guard import (
+    GuardedSchema,
+    UnsafeSchemaError,
+    check_size,
+    guard_schema_off_loop,
+)
 from app.services.llm.protocol import StreamChunk, Usage
 from app.services.llm.providers.openai_compatible import OpenAICompatibleService, build_messages
 from app.services.llm.structured import generate_structured_json
@@ -68,12 +73,20 @@ class StructuredRequest(GenerateRequest):
 
     @field_validator("json_schema")
     @classmethod
-    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            Draft202012Validator.check_schema(value)
-        except SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    def _small_enough(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The full check (see `_guarded`) runs off the event loop; this one is cheap.
+        check_size(value)
         return value
+
+
+async def _guarded(body: StructuredRequest) -> GuardedSchema:
+    """The caller's schema checked by the guard; 422 naming what it refuses."""
+    try:
+        return await guard_schema_off_loop(body.json_schema)
+    except UnsafeSchemaError as exc:
+        raise RequestValidationError(
+            [{"loc": ("body", "schema"), "msg": f"Value error, {exc}", "type": "value_error"}]
+        ) from None
 
 
 class StructuredResponse(BaseModel):
@@ -129,13 +142,14 @@ async def generate(body: GenerateRequest, settings: SettingsDep) -> Response:
 @router.post("/structured")
 async def structured(body: StructuredRequest, settings: SettingsDep) -> StructuredResponse:
     """JSON that validates against `schema`; 422 with the last raw reply if none did."""
+    guarded = await _guarded(body)
     chosen = await _service(body, settings)
     assert isinstance(chosen.service, OpenAICompatibleService)
     started = time.perf_counter()
     result = await generate_structured_json(
         chosen.service,
         body.prompt,
-        body.json_schema,
+        guarded,
         name=body.schema_name,
         system=body.system,
         temperature=body.temperature,

@@ -17,16 +17,16 @@ import copy
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
+from app.services.llm.json_schema_guard import GuardedSchema, ReplyNotValidatedError, guard_schema
 from app.services.llm.protocol import Message, ModelT
 
 if TYPE_CHECKING:
@@ -85,12 +85,16 @@ async def generate_structured(
     seed: int | None = None,
 ) -> StructuredResult[ModelT]:
     """Ask `service` for an instance of `response_model`; raise LLMValidationError if none."""
+
+    async def validate(value: Any) -> ModelT:
+        return response_model.model_validate(value)
+
     return await _ladder(
         service,
         prompt,
         strict_schema(response_model),
         response_model.__name__,
-        response_model.model_validate,
+        validate,
         system=system,
         temperature=temperature,
         max_tokens=max_tokens,
@@ -101,7 +105,7 @@ async def generate_structured(
 async def generate_structured_json(
     service: OpenAICompatibleService,
     prompt: str,
-    schema: dict[str, Any],
+    schema: dict[str, Any] | GuardedSchema,
     *,
     name: str = "response",
     system: str | None = None,
@@ -109,24 +113,24 @@ async def generate_structured_json(
     max_tokens: int | None = None,
     seed: int | None = None,
 ) -> StructuredResult[Any]:
-    """Ask `service` for JSON valid against a JSON Schema (checked with `jsonschema`)."""
-    validator = Draft202012Validator(schema)
+    """Ask `service` for JSON valid against a JSON Schema.
 
-    def validate(value: Any) -> Any:
-        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    A plain `schema` is checked here with `guard_schema` (raising UnsafeSchemaError); a caller's
+    schema should be checked before, off the event loop, with `guard_schema_off_loop`. Replies
+    are validated in the validation threads within a time limit.
+    """
+    guarded = schema if isinstance(schema, GuardedSchema) else guard_schema(schema)
+
+    async def validate(value: Any) -> Any:
+        errors = await guarded.validate_off_loop(value)
         if errors:
-            raise ValueError(
-                "; ".join(
-                    f"{'.'.join(str(p) for p in err.absolute_path) or 'value'}: {err.message}"
-                    for err in errors[:10]
-                )
-            )
+            raise ValueError("; ".join(errors))
         return value
 
     return await _ladder(
         service,
         prompt,
-        strict_json_schema(schema),
+        strict_json_schema(guarded.schema),
         name,
         validate,
         system=system,
@@ -141,7 +145,7 @@ async def _ladder(
     prompt: str,
     schema: dict[str, Any],
     name: str,
-    validate: Callable[[Any], T],
+    validate: Callable[[Any], Awaitable[T]],
     *,
     system: str | None,
     temperature: float | None,
@@ -190,7 +194,15 @@ async def _ladder(
         attempts += 1
         raw = completion.text or completion.reasoning or ""
         try:
-            value = validate(extract_json(raw))
+            value = await validate(extract_json(raw))
+        except ReplyNotValidatedError as exc:
+            # Asking again would only spend the same time on the next reply.
+            raise LLMValidationError(
+                f"{service.display_name} model '{service.model}': {exc}",
+                provider=service.provider,
+                raw_text=raw,
+                attempts=attempts,
+            ) from None
         except (ValueError, ValidationError) as exc:
             if completion.finish_reason == "length":
                 # At pinned sampling more room only lets a looping reply loop longer; asking
@@ -327,6 +339,8 @@ def extract_json(text: str) -> Any:
             return json.loads(candidate)
         except ValueError:
             pass
+        except RecursionError:  # the C parser's own depth limit: nothing to find deeper in
+            raise ValueError("the reply nests too deeply") from None
     decoder = json.JSONDecoder()
     for index, char in enumerate(text):
         if char in "{[":
@@ -334,6 +348,8 @@ def extract_json(text: str) -> Any:
                 return decoder.raw_decode(text, index)[0]
             except ValueError:
                 continue
+            except RecursionError:
+                raise ValueError("the reply nests too deeply") from None
     raise ValueError("the reply contains no JSON object")
 
 
