@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from tests.api.llm_faults_support import MODEL, Headers, scrape, sse_events, value
 from tests.conftest import AppUser, LLMEnv, UserFactory
@@ -116,6 +117,41 @@ async def test_read_timeout_is_one_attempt_and_a_504_naming_the_remedies(
     assert len(upstream.chat_requests) == 1
     assert not [m for m in logged if "llm retry" in m]
     assert [m for m in logged if m.startswith("llm ") and "failed: llm_timeout_error" in m]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_read_timeout_is_told_from_a_disconnect_on_either_transport(
+    client: httpx.AsyncClient,
+    llm_env: LLMEnv,
+    upstream: StandInServer,
+    admin_headers: Headers,
+    transport: str,
+) -> None:
+    # aiohttp reports a closed connection as a ConnectTimeout: it must not read as a timeout.
+    llm_env.set(
+        lmstudio_model=MODEL,
+        lmstudio_timeout=1,
+        lmstudio_max_retries=1,
+        llm_http_transport=transport,
+    )
+    upstream.delay(2.5)
+    slow = await client.post("/api/v1/llm/generate", json={"prompt": "x"}, headers=admin_headers)
+    assert slow.status_code == 504, slow.text
+    assert len(upstream.chat_requests) == 1
+
+    async def hang_up(request: web.Request, _record: object) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()  # no status line, no headers: the request never "happened"
+        raise ConnectionResetError
+
+    upstream.enqueue(hang_up, times=2)
+    closed = await client.post("/api/v1/llm/generate", json={"prompt": "x"}, headers=admin_headers)
+    assert closed.status_code == 502, closed.text
+    assert closed.json()["detail"] == (
+        f"LM Studio at {upstream.base_url} closed the connection before its reply was "
+        f"complete (model {MODEL})"
+    )
+    assert len(upstream.chat_requests) == 3  # retried once: nothing had been answered
 
 
 @each_api

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, TypeVar
 
-import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
 
@@ -60,6 +59,7 @@ from app.services.llm.providers.wire import (
     short_reason,
     stale_connection,
     text_of,
+    timed_out,
     upstream_message,
     usage_of,
 )
@@ -441,10 +441,7 @@ class OpenAICompatibleService:
         name, url, provider = self.display_name, self._url(), self.provider
         if isinstance(exc, LLMError):
             return exc
-        timed_out = isinstance(
-            exc, openai.APITimeoutError | httpx2.TimeoutException | asyncio.TimeoutError
-        )
-        if timed_out and not refused(exc):
+        if timed_out(exc):
             accepted = accepted_then_timed_out(exc)
             if accepted:
                 advice = (
@@ -461,7 +458,7 @@ class OpenAICompatibleService:
                 provider=provider,
                 upstream=url,
             )
-        if isinstance(exc, openai.APIConnectionError) and not timed_out and not refused(exc):
+        if isinstance(exc, openai.APIConnectionError) and not refused(exc):
             # Connected, but the reply broke off (aiohttp ClientPayloadError, httpx
             # RemoteProtocolError): the server is there, so "cannot connect" would mislead.
             error = LLMUpstreamError(

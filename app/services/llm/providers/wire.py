@@ -115,6 +115,16 @@ def refused(exc: BaseException) -> bool:
     return any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in causes(exc))
 
 
+def timed_out(exc: BaseException) -> bool:
+    """True if `exc` is a timeout. Not merely its class: the aiohttp transport reports every
+    connection failure (refused, or closed before any answer) as a ConnectTimeout; the
+    transport's own exception, deeper in the chain, tells."""
+    chain = causes(exc)
+    if any(isinstance(c, TimeoutError) for c in chain):
+        return True
+    return isinstance(chain[-1], openai.APITimeoutError | httpx2.TimeoutException)
+
+
 def accepted_then_timed_out(exc: BaseException) -> bool:
     """True for a read timeout: the upstream took the request and did not answer in time,
     so it is most likely generating. (Both SDK transports raise httpx's ReadTimeout for it,
