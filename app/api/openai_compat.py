@@ -64,8 +64,6 @@ class JSONObjectFormat(BaseModel):
 class JSONSchemaSpec(BaseModel):
     """OpenAI's `response_format.json_schema`: a name, and optionally the schema and strict."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = Field(default=None, max_length=10_000)
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
