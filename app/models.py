@@ -169,7 +169,7 @@ class LMStudioModelPublic(SQLModel):
 
 
 class LMStudioModelsDetail(SQLModel):
-    base_url: str
+    base_url: str | None = Field(description="LM Studio's address (admins only; else null)")
     models: list[LMStudioModelPublic]
     loaded: list[str]
     message: str | None = Field(description="Why nothing can answer yet, when that is so")

@@ -147,6 +147,22 @@ def test_production_mode_refuses_default_secret(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_base_url_with_credentials_is_refused_at_startup_without_echoing_them(
+    tmp_path: Path,
+) -> None:
+    env = _env(
+        tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL="http://lm:hunter2-pw@127.0.0.2:1234/v1"
+    )
+    result = _cli(env, "serve", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert (
+        "configuration error: LMSTUDIO_BASE_URL: must not contain a user name or password"
+        in result.stderr
+    )
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_models_ask_and_settings_commands(tmp_path: Path, upstream: StandInServer) -> None:
     env = _env(tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL=upstream.base_url)
     assert _cli(env, "migrate").returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -81,9 +81,18 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
     return user
 
 
-async def get_current_user(settings: SettingsDep, token: BearerToken) -> User:
-    """The authenticated user (credential cache allowed); 401 otherwise."""
-    return await authenticate(settings, token, cached=True)
+async def get_current_user(request: Request, settings: SettingsDep, token: BearerToken) -> User:
+    """The authenticated user (credential cache allowed); 401 otherwise. Kept on
+    `request.state.user` for error handlers (see `caller_is_admin`)."""
+    request.state.user = user = await authenticate(settings, token, cached=True)
+    return user
+
+
+def caller_is_admin(request: Request) -> bool:
+    """True if this request's authenticated caller is an admin (error handlers show admins
+    the upstream's address, which other users do not see)."""
+    user = getattr(request.state, "user", None)
+    return isinstance(user, User) and user.is_superuser
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.deps import caller_is_admin
 from app.api.openai_compat import facade_error_response
 from app.services.llm.errors import (
     LLMError,
@@ -36,7 +37,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _llm_error(request: Request, exc: LLMError) -> JSONResponse:
     if (facade := facade_error_response(request, exc)) is not None:
         return _with_retry_after(facade, exc)
-    content: dict[str, object] = {"detail": exc.message, "type": exc.kind}
+    message = exc.message_for(admin=caller_is_admin(request))
+    content: dict[str, object] = {"detail": message, "type": exc.kind}
     if isinstance(exc, LLMValidationError):
         content.update(raw_text=exc.raw_text, attempts=exc.attempts)
     return _with_retry_after(JSONResponse(status_code=exc.status_code, content=content), exc)

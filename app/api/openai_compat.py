@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import SettingsDep, get_current_user
+from app.api.deps import SettingsDep, caller_is_admin, get_current_user
 from app.api.streaming import sse_response
 from app.core.config import LLMProvider
+from app.models import ModelName
 from app.services.llm.errors import LLMError
 from app.services.llm.factory import (
     LLMServiceResult,
@@ -52,22 +53,51 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class TextFormat(BaseModel):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(BaseModel):
+    type: Literal["json_object"]
+
+
+class JSONSchemaSpec(BaseModel):
+    """OpenAI's `response_format.json_schema`: a name, and optionally the schema and strict."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=10_000)
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class JSONSchemaFormat(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaSpec
+
+
+ResponseFormat = Annotated[
+    TextFormat | JSONObjectFormat | JSONSchemaFormat, Field(discriminator="type")
+]
+
+
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's request this service relays; other fields are ignored."""
 
     model_config = ConfigDict(extra="allow")  # clients send many fields; see UNSUPPORTED
 
-    model: str | None = None
+    model: ModelName | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
 
+
+_FORMATS = ("text", "json_object", "json_schema")
 
 # Fields whose meaning this gateway cannot honour: refusing them beats a silently wrong answer.
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "audio")
@@ -81,9 +111,11 @@ def _unsupported(body: ChatCompletionRequest) -> str | None:
     return ", ".join(asked) or None
 
 
-def openai_error(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
+def openai_error(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> JSONResponse:
     """A response in OpenAI's error shape."""
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(status_code=status, content=body)
 
 
@@ -93,7 +125,7 @@ def is_facade(request: Request) -> bool:
 
 
 async def _resolve(name: str | None) -> LLMServiceResult:
-    if name is None or name.strip() in ("", "default"):
+    if name is None or name == "default":
         return await get_llm_service_with_overrides()
     provider, _, model = name.partition("/")
     if model and provider in {p.value for p in LLMProvider}:
@@ -102,15 +134,17 @@ async def _resolve(name: str | None) -> LLMServiceResult:
 
 
 def _response_format(
-    chosen: LLMServiceResult, value: dict[str, Any] | None
+    chosen: LLMServiceResult, value: TextFormat | JSONObjectFormat | JSONSchemaFormat | None
 ) -> dict[str, Any] | None:
+    if value is None:
+        return None
     # LM Studio accepts only json_schema or text; json_object becomes "any JSON object".
-    if value and value.get("type") == "json_object" and chosen.provider is LLMProvider.LMSTUDIO:
+    if isinstance(value, JSONObjectFormat) and chosen.provider is LLMProvider.LMSTUDIO:
         return {
             "type": "json_schema",
             "json_schema": {"name": "json_object", "schema": {"type": "object"}},
         }
-    return value
+    return value.model_dump(by_alias=True, exclude_none=True)
 
 
 def _usage(usage: Usage | None) -> dict[str, int]:
@@ -231,17 +265,22 @@ def facade_error_response(request: Request, exc: Exception) -> JSONResponse | No
     if not is_facade(request):
         return None
     if isinstance(exc, LLMError):
-        return openai_error(exc.status_code, exc.message, exc.kind)
+        message = exc.message_for(admin=caller_is_admin(request))
+        return openai_error(exc.status_code, message, exc.kind)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:])  # after "body"
+        # After "body"; pydantic adds the tag of a discriminated union ("json_schema").
+        loc = [str(p) for p in first.get("loc", ())[1:]]
+        where = ".".join(loc)
         message = str(first.get("msg", "invalid request"))
         if first.get("type") == "json_invalid":  # its loc is the character position
             reason = (first.get("ctx") or {}).get("error", message)
             message = f"The request body is not valid JSON ({reason} at character {where})"
-        else:
-            message = f"{where or 'request body'}: {message}"
-        return openai_error(400, message, "invalid_request_error")
+            return openai_error(400, message, "invalid_request_error")
+        if loc[:1] == ["response_format"] and len(loc) > 1 and loc[1] in _FORMATS:
+            where = ".".join(loc[:1] + loc[2:])
+        message = f"{where or 'request body'}: {message}"
+        return openai_error(400, message, "invalid_request_error", param=where or None)
     if isinstance(exc, StarletteHTTPException):
         kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
         response = openai_error(exc.status_code, str(exc.detail), kind)

@@ -64,9 +64,10 @@ async def _relay(
 
 
 def stream_failure(exc: Exception) -> tuple[str, str]:
-    """The error type and message to send in-stream: the LLM error's own, or a generic one
+    """The error type and message to send in-stream: the LLM error's public message (the
+    relay does not know who listens; the provider logged the whole one), or a generic one
     for a bug (logged with its traceback, never sent)."""
     if isinstance(exc, LLMError):
-        return exc.kind, exc.message
+        return exc.kind, exc.public_message
     logger.exception("stream failed after it began", exc_info=exc)
     return "internal_error", "Internal server error"

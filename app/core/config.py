@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,13 +15,25 @@ DEFAULT_SUPERUSER_PASSWORD = "changethis"  # noqa: S105
 
 def _http_url(value: str) -> str:
     value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"must start with http:// or https:// (got '{value}')")
+    try:
+        parts = urlsplit(value)
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if has_credentials:
+        # Never echoed: the part before "@" is a password. LM Studio authenticates with a
+        # Bearer token (LMSTUDIO_API_KEY), not with Basic credentials in the URL.
+        raise ValueError(
+            "must not contain a user name or password (user:password@host): put the "
+            "token in LMSTUDIO_API_KEY / OPENAI_API_KEY instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must start with http:// or https:// and name a host (got {value!r})")
     return value
 
 
 BaseURL = Annotated[str, AfterValidator(_http_url)]
-"""An http(s) URL without a trailing slash."""
+"""An http(s) URL without a trailing slash or credentials."""
 
 
 class LLMProvider(StrEnum):
@@ -36,7 +49,10 @@ class Settings(BaseSettings):
     Defaults suit a developer machine; production mode refuses default secrets.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a rejected value (a URL with a password, a key) is never echoed.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["local", "production"] = "local"
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)

@@ -52,9 +52,15 @@ class Fault:
     upstream_calls: int = 1  # chat requests the upstream must have seen
     retry_after: str | None = None  # the Retry-After header the error must carry
 
-    def expected_message(self, url: str, stream: bool) -> str:
+    def expected_message(self, url: str, stream: bool, *, admin: bool = True) -> str:
+        """What the caller is told: an admin sees the upstream's address, others do not."""
         text = self.stream_message if stream and self.stream_message else self.message
-        return text.format(url=url, model=self.model)
+        return (text if admin else without_address(text)).format(url=url, model=self.model)
+
+
+def without_address(text: str) -> str:
+    """A message template as a user who is not an admin sees it: no upstream address."""
+    return text.replace(" at {url}", "")
 
 
 def _refused(up: Upstreams) -> str:
@@ -248,24 +254,25 @@ def text_then_end_without_finish() -> Callable[..., Any]:
 
 
 # Faults after the first text reached the client, for every streaming endpoint: the text
-# relayed before the fault, and the start of the in-stream error message.
+# relayed before the fault, and the start of the in-stream error message (which never
+# names the upstream's address: the relay does not know who is listening).
 AFTER_TEXT = [
     pytest.param(
         lambda up: up.stream_cut(after_chunks=2),
         "Echo: one",
-        "The stream from LM Studio at {url} broke off after 2 chunks (",
+        "The stream from LM Studio broke off after 2 chunks (",
         id="cut",
     ),
     pytest.param(
         lambda up: up.enqueue(text_then_garbage()),
         "Hello",
-        "The stream from LM Studio at {url} broke off after 1 chunks (JSONDecodeError)",
+        "The stream from LM Studio broke off after 1 chunks (JSONDecodeError)",
         id="garbage",
     ),
     pytest.param(
         lambda up: up.enqueue(text_then_end_without_finish()),
         "Hello there",
-        "The stream from LM Studio at {url} ended before the reply was complete (after 2 chunks)",
+        "The stream from LM Studio ended before the reply was complete (after 2 chunks)",
         id="ended_without_finish",
     ),
 ]

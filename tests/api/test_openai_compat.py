@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -79,6 +80,34 @@ async def test_json_object_is_translated_for_lm_studio(
     )
     assert reply.choices[0].message.content is not None
     assert upstream.chat_requests[-1].json["response_format"]["type"] == "json_schema"
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "text"},
+        {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "person",
+                "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "strict": True,
+            },
+        },
+        {"type": "json_schema", "json_schema": {"name": "anything"}},
+    ],
+    ids=["text", "json_schema", "json_schema_without_schema"],
+)
+async def test_valid_response_formats_reach_the_upstream_as_sent(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer, response_format: dict[str, Any]
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "json please"}],
+        response_format=response_format,  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content is not None
+    assert upstream.chat_requests[-1].json["response_format"] == response_format
 
 
 async def test_bad_key_is_an_openai_authentication_error(app_url: str, llm_env: LLMEnv) -> None:

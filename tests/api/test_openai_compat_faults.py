@@ -66,16 +66,20 @@ def chat(model: str = "default", stream: bool = False, **fields: Any) -> dict[st
 
 
 def assert_openai_error(
-    response: httpx.Response, status: int, kind: str, code: str | None = None
+    response: httpx.Response,
+    status: int,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
 ) -> str:
-    """OpenAI's error shape with this status and type; returns the message."""
+    """OpenAI's error shape with this status, type, code and param; returns the message."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert set(body) == {"error"}, body
     error = body["error"]
     assert isinstance(error["message"], str)
-    assert error == {"message": error["message"], "type": kind, "param": None, "code": code}
+    assert error == {"message": error["message"], "type": kind, "param": param, "code": code}
     return error["message"]
 
 
@@ -143,7 +147,9 @@ async def test_upstream_fault_raises_the_matching_sdk_error(
     assert error.status_code == fault.status
     assert error.type == fault.kind
     assert isinstance(error.body, dict)
-    assert error.body["message"].startswith(fault.expected_message(url, stream))
+    # The API key is an ordinary user's: no upstream address in what it is told.
+    assert error.body["message"].startswith(fault.expected_message(url, stream, admin=False))
+    assert url not in error.body["message"]
 
 
 # ── faults after the first text: a `data: {"error": ...}` chunk, no [DONE] ──
@@ -217,9 +223,7 @@ async def test_stream_timeout_after_text_is_an_error_chunk(
         await read_text(stream, received)
     assert "".join(received) == "Echo:"
     assert caught.value.type == "llm_timeout_error"
-    assert caught.value.message.startswith(
-        f"LM Studio at {upstream.base_url} did not answer within 1 s (model {MODEL})."
-    )
+    assert caught.value.message.startswith(f"LM Studio did not answer within 1 s (model {MODEL}).")
     assert len(upstream.chat_requests) == 1
 
 
@@ -317,8 +321,51 @@ async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
             {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
             "max_tokens: Input should be greater than or equal to 1",
         ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {}},
+            "response_format: Unable to extract tag using discriminator 'type'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}},
+            "response_format: Input tag 'xml' found using 'type' does not match any of the "
+            "expected tags: 'text', 'json_object', 'json_schema'",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema"},
+            },
+            "response_format.json_schema: Field required",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"schema": {}}},
+            },
+            "response_format.json_schema.name: Field required",
+        ),
+        (
+            {"model": "x" * 100_000, "messages": [{"role": "user", "content": "x"}]},
+            "model: String should have at most 200 characters",
+        ),
+        (
+            {"model": "evil\r\nINFO forged", "messages": [{"role": "user", "content": "x"}]},
+            "model: Value error, must not contain control characters",
+        ),
     ],
-    ids=["no_messages", "messages_missing", "bad_role", "temperature", "max_tokens_zero"],
+    ids=[
+        "no_messages",
+        "messages_missing",
+        "bad_role",
+        "temperature",
+        "max_tokens_zero",
+        "response_format_empty",
+        "response_format_unknown_type",
+        "json_schema_missing",
+        "json_schema_without_name",
+        "model_too_long",
+        "model_with_crlf",
+    ],
 )
 async def test_bad_request_is_400_in_openai_shape(
     client: httpx.AsyncClient,
@@ -329,7 +376,9 @@ async def test_bad_request_is_400_in_openai_shape(
     message: str,
 ) -> None:
     response = await client.post(CHAT, json=body, headers=admin_headers)
-    assert assert_openai_error(response, 400, "invalid_request_error").startswith(message)
+    param = message.partition(":")[0]
+    text = assert_openai_error(response, 400, "invalid_request_error", param=param)
+    assert text.startswith(message), text
     assert upstream.chat_requests == []
 
 

@@ -71,3 +71,15 @@ def test_base_urls_must_be_http_and_lose_trailing_slash() -> None:
     )
     with pytest.raises(ValidationError, match="must start with http:// or https://"):
         make(lmstudio_base_url="localhost:1234/v1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://user:s3cret-pw@127.0.0.2:1234/v1", "https://:s3cret-pw@api.example/v1"],
+    ids=["user_and_password", "password_only"],
+)
+def test_base_urls_with_credentials_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ValidationError, match="must not contain a user name or password") as e:
+        make(lmstudio_base_url=url)
+    assert "s3cret" not in str(e.value)
+    assert "s3cret" not in " ".join(error["msg"] for error in e.value.errors())

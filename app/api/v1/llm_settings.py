@@ -74,7 +74,7 @@ async def update_llm_settings(
 
 @router.get("/lmstudio/models", response_model=None)
 async def list_lmstudio_models(
-    _user: CurrentUser,
+    user: CurrentUser,
     service: Annotated[LMStudioService, Depends(lmstudio_service)],
     detail: Annotated[bool, Query(description="Objects with state and context length")] = False,
 ) -> list[str] | LMStudioModelsDetail:
@@ -84,13 +84,15 @@ async def list_lmstudio_models(
         return [model.id for model in models]
     loaded = [m.id for m in models if m.state == "loaded"]
     knows_state = any(m.state is not None for m in models)
+    # The upstream's address is for admins (it maps the internal network); users get what
+    # to do.
+    base_url = redact_url(service.base_url) if user.is_superuser else None
+    where = f" at {base_url}" if base_url else ""
     message = None
     if not models or (knows_state and not loaded):
-        message = (
-            f"LM Studio at {redact_url(service.base_url)} has no model loaded: {NO_MODELS_HINT}"
-        )
+        message = f"LM Studio{where} has no model loaded: {NO_MODELS_HINT}"
     return LMStudioModelsDetail(
-        base_url=redact_url(service.base_url),
+        base_url=base_url,
         models=[LMStudioModelPublic.model_validate(m, from_attributes=True) for m in models],
         loaded=loaded,
         message=message,

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 
 class LLMError(Exception):
-    """Base of all LLM errors. `message` is safe to show to a user; it never holds a secret."""
+    """Base of all LLM errors. It never holds a secret.
+
+    `message` is for admins, logs and library callers: it may name the upstream's address
+    (`upstream`). `public_message` is the same text without that address, for any user: the
+    provider's name and what to do.
+    """
 
     status_code: int = 502
     kind: str = "llm_error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, provider: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, provider: str | None = None, upstream: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.public_message = _without(message, upstream)
         self.provider = provider
+        self.upstream = upstream
+
+    def message_for(self, *, admin: bool) -> str:
+        """What to tell a caller: the whole message to an admin, the public one to others."""
+        return self.message if admin else self.public_message
+
+
+def _without(message: str, upstream: str | None) -> str:
+    if not upstream:
+        return message
+    return message.replace(f" at {upstream}", "").replace(upstream, "the upstream")
 
 
 class LLMConfigurationError(LLMError):
@@ -21,6 +40,13 @@ class LLMConfigurationError(LLMError):
 
     status_code = 400
     kind = "llm_configuration_error"
+
+
+class LLMInvalidRequestError(LLMError):
+    """The caller's request cannot be sent as it is (e.g. text that is not valid Unicode)."""
+
+    status_code = 400
+    kind = "invalid_request_error"
 
 
 class LLMConnectionError(LLMError):
@@ -46,11 +72,25 @@ class LLMModelNotFoundError(LLMError):
 
 
 class LLMTimeoutError(LLMError):
-    """The upstream did not answer within the configured timeout."""
+    """The upstream did not answer within the configured timeout.
+
+    Retryable only if it never accepted the request (a connect timeout): a read timeout
+    means the model is working on it, and sending it again would only start over.
+    """
 
     status_code = 504
     kind = "llm_timeout_error"
-    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream: str | None = None,
+        accepted: bool = True,
+    ) -> None:
+        super().__init__(message, provider=provider, upstream=upstream)
+        self.retryable = not accepted
 
 
 class LLMUpstreamError(LLMError):
@@ -60,11 +100,26 @@ class LLMUpstreamError(LLMError):
     kind = "llm_upstream_error"
 
     def __init__(
-        self, message: str, *, provider: str | None = None, upstream_status: int | None = None
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream: str | None = None,
+        upstream_status: int | None = None,
     ) -> None:
-        super().__init__(message, provider=provider)
+        super().__init__(message, provider=provider, upstream=upstream)
         self.upstream_status = upstream_status
         self.retryable = upstream_status is not None and upstream_status >= 500
+
+
+class LLMBadRequestError(LLMUpstreamError):
+    """The upstream refused the request itself (HTTP 400, 404, 413, 422): the caller's
+    mistake (a malformed response_format, a prompt over the context), so a 400 carrying the
+    upstream's reason, not a 502. Still an LLMUpstreamError with its `upstream_status`, so
+    that the structured-output ladder steps down a rung on it."""
+
+    status_code = 400
+    kind = "invalid_request_error"
 
 
 class LLMRateLimitError(LLMUpstreamError):
@@ -74,9 +129,14 @@ class LLMRateLimitError(LLMUpstreamError):
     kind = "llm_rate_limit_error"
 
     def __init__(
-        self, message: str, *, provider: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, upstream_status=429)
+        super().__init__(message, provider=provider, upstream=upstream, upstream_status=429)
         self.retryable = True
         self.retry_after = retry_after
 
@@ -114,6 +174,13 @@ class LLMOverloadedError(LLMError):
     status_code = 429
     kind = "llm_overloaded"
 
-    def __init__(self, message: str, *, provider: str | None = None, retry_after: float) -> None:
-        super().__init__(message, provider=provider)
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream: str | None = None,
+        retry_after: float,
+    ) -> None:
+        super().__init__(message, provider=provider, upstream=upstream)
         self.retry_after = retry_after

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.errors import LLMConfigurationError
+from app.services.llm.metrics import allow_model_labels
 from app.services.llm.protocol import LLMService
 from app.services.llm.providers.lmstudio import LMStudioService
 from app.services.llm.providers.openai import OpenAIService
@@ -62,7 +63,10 @@ async def get_llm_service_with_overrides(
     """
     effective = await load_effective_settings()
     chosen = parse_provider(provider) if provider is not None else effective.provider
-    chosen_model = (model or "").strip() or effective.model_for(chosen)
+    configured = effective.model_for(chosen)
+    if configured:
+        allow_model_labels([configured])
+    chosen_model = (model or "").strip() or configured
     if not chosen_model:
         service_class = PROVIDERS[chosen]
         raise LLMConfigurationError(

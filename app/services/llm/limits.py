@@ -37,6 +37,7 @@ async def upstream_slot(
             f"{name} at {base_url} is busy: {limit} requests are running and this one waited "
             f"{wait:g} s for a turn; try again shortly or raise LLM_MAX_CONCURRENCY",
             provider=provider,
+            upstream=base_url,
             retry_after=max(1.0, wait / 2),
         ) from None
     try:

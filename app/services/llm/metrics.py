@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from app.services.llm.protocol import Usage
@@ -35,18 +37,23 @@ TOKENS = Counter(
 )
 STREAMS_IN_FLIGHT = Gauge("llm_streams_in_flight", "Streams being relayed now", ["provider"])
 
-_seen_models: set[str] = set()
+# Model names allowed as a label value: configured ones (settings, env) and those an
+# upstream's discovery listed; never merely named by a caller (a caller may name anything,
+# and every label value is a time series kept for the life of the process).
+_label_models: set[str] = set()
+
+
+def allow_model_labels(models: Iterable[str]) -> None:
+    """Let these configured or discovered models be label values (up to MAX_MODEL_LABELS)."""
+    for model in models:
+        if len(_label_models) >= MAX_MODEL_LABELS:
+            return
+        _label_models.add(model)
 
 
 def model_label(model: str) -> str:
-    """The model as a label, or "other" once too many distinct names were seen (callers can
-    name any model, and every label value is a time series)."""
-    if model in _seen_models:
-        return model
-    if len(_seen_models) >= MAX_MODEL_LABELS:
-        return "other"
-    _seen_models.add(model)
-    return model
+    """The model as a label value if it is configured or was discovered, else "other"."""
+    return model if model in _label_models else "other"
 
 
 def record_call(

@@ -11,7 +11,7 @@ from app.services.llm.config import LMStudioConfig
 from app.services.llm.errors import LLMError, LLMModelNotFoundError, LLMNoModelsError
 from app.services.llm.protocol import ModelInfo
 from app.services.llm.providers.openai_compatible import OpenAICompatibleService
-from app.services.llm.providers.wire import UPSTREAM_FAILURES
+from app.services.llm.providers.wire import UPSTREAM_FAILURES, short_reason
 
 NO_MODELS_HINT = (
     "load a model in LM Studio (Developer tab, or `lms load <model>`) or enable "
@@ -70,6 +70,7 @@ class LMStudioService(OpenAICompatibleService):
             return LLMNoModelsError(
                 f"LM Studio at {self._url()} has no model loaded: {NO_MODELS_HINT}",
                 provider=self.provider,
+                upstream=self._url(),
             )
         unknown_model = "invalid model identifier" in lowered or (
             "model" in lowered and "not found" in lowered
@@ -77,9 +78,10 @@ class LMStudioService(OpenAICompatibleService):
         if status in (400, 404) and unknown_model:
             return LLMModelNotFoundError(
                 f"Model '{self.model}' is not available on LM Studio at {self._url()} "
-                f"({' '.join(message.split())}); list what is there with "
+                f"({short_reason(message)}); list what is there with "
                 "GET /api/v1/llm-settings/lmstudio/models",
                 provider=self.provider,
+                upstream=self._url(),
             )
         return super()._translate_status(status, message, exc)
 

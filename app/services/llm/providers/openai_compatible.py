@@ -20,8 +20,10 @@ from app.core.config import LLMProvider, Settings, get_settings
 from app.services.llm.config import LMStudioConfig, OpenAIConfig
 from app.services.llm.errors import (
     LLMAuthenticationError,
+    LLMBadRequestError,
     LLMConnectionError,
     LLMError,
+    LLMInvalidRequestError,
     LLMModelNotFoundError,
     LLMRateLimitError,
     LLMTimeoutError,
@@ -31,6 +33,7 @@ from app.services.llm.limits import upstream_slot
 from app.services.llm.metrics import (
     STREAMS_IN_FLIGHT,
     TIME_TO_FIRST_TOKEN,
+    allow_model_labels,
     model_label,
     record_call,
 )
@@ -45,6 +48,7 @@ from app.services.llm.protocol import (
 from app.services.llm.providers.clients import HttpTransport, pooled_client, redact_url
 from app.services.llm.providers.wire import (
     UPSTREAM_FAILURES,
+    accepted_then_timed_out,
     context_from_meta,
     finish_reason_of,
     first_choice,
@@ -52,13 +56,18 @@ from app.services.llm.providers.wire import (
     reasoning_of,
     refused,
     retry_after_of,
+    short_reason,
     stale_connection,
     text_of,
+    timed_out,
     upstream_message,
     usage_of,
 )
 
 logger = logging.getLogger("app.services.llm")
+# Upstream answers about the request itself (not auth, which is configuration): the
+# caller's mistake, so 400 with the upstream's reason rather than 502.
+BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 T = TypeVar("T")
 _BEARER: RequestOptions = {"security": {"bearer_auth": True}}  # what `create` asks for
 
@@ -182,6 +191,7 @@ class OpenAICompatibleService:
             usage, outcome = completion.usage, "ok"
         except LLMError as exc:
             outcome = exc.kind
+            self._log_failure("complete", exc)
             raise
         finally:
             record_call(
@@ -224,6 +234,7 @@ class OpenAICompatibleService:
                     in_flight.dec()
         except LLMError as exc:
             outcome = exc.kind
+            self._log_failure("stream", exc)
             raise
         finally:
             record_call(
@@ -260,6 +271,7 @@ class OpenAICompatibleService:
                         f"The stream from {self.display_name} at {self._url()} ended before the "
                         f"reply was complete (after {yielded} chunks)",
                         provider=self.provider,
+                        upstream=self._url(),
                     )
                 self._log_call("stream", messages, started, usage, finish_reason)
                 yield StreamChunk(finish_reason=finish_reason, usage=usage)
@@ -273,6 +285,7 @@ class OpenAICompatibleService:
                         f"The stream from {self.display_name} at {self._url()} broke off after "
                         f"{yielded} chunks ({type(exc).__name__})",
                         provider=self.provider,
+                        upstream=self._url(),
                     )
                     error.retryable = True  # safe while nothing has reached the caller
                 if yielded or not error.retryable or attempt >= self.config.max_retries:
@@ -391,16 +404,18 @@ class OpenAICompatibleService:
         delay = min(self.retry_backoff * 2 ** (attempt - 1), 8.0) * (0.5 + random.random() / 2)  # noqa: S311
         if isinstance(error, LLMRateLimitError) and error.retry_after is not None:
             delay = max(delay, min(error.retry_after, 30.0))
-        logger.debug(
-            "llm retry provider=%s model=%s base_url=%s what=%s attempt=%d/%d in %.2fs: %s",
+        status = getattr(error, "upstream_status", None)
+        logger.warning(
+            "llm retry %d/%d of %s in %.2fs: %s%s (provider=%s model=%r base_url=%s)",
+            attempt,
+            self.config.max_retries,
+            what,
+            delay,
+            error.kind,
+            f" HTTP {status}" if status else "",
             self.provider,
             self.model,
             self._url(),
-            what,
-            attempt,
-            self.config.max_retries,
-            delay,
-            error.kind,
         )
         await asyncio.sleep(delay)
 
@@ -409,81 +424,127 @@ class OpenAICompatibleService:
         if isinstance(said, str):
             # LM Studio answers unknown paths with HTTP 200 and {"error": "Unexpected endpoint"}.
             return LLMUpstreamError(
-                f"{self.display_name} at {self._url()} answered '{said}': check that "
-                f"{self.env_prefix}_BASE_URL ends with /v1",
+                f"{self.display_name} at {self._url()} answered '{short_reason(said)}': check "
+                f"that {self.env_prefix}_BASE_URL ends with /v1",
                 provider=self.provider,
+                upstream=self._url(),
             )
         return LLMUpstreamError(
             f"{self.display_name} at {self._url()} returned a reply that is not a chat "
             f"completion (model {self.model})",
             provider=self.provider,
+            upstream=self._url(),
         )
 
     def _translate(self, exc: Exception) -> LLMError:
         """Turn an SDK (or transport) exception into an LLMError with an actionable message."""
-        name, url = self.display_name, self._url()
+        name, url, provider = self.display_name, self._url(), self.provider
         if isinstance(exc, LLMError):
             return exc
-        timed_out = isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError)
-        if timed_out and not refused(exc):
+        if timed_out(exc):
+            accepted = accepted_then_timed_out(exc)
+            if accepted:
+                advice = (
+                    "It accepted the request, so the model is probably still generating; it was "
+                    f"not sent again. Raise {self.env_prefix}_TIMEOUT, ask for fewer tokens "
+                    "(max_tokens), or use a smaller or faster model."
+                )
+            else:
+                advice = f"It did not accept the connection: {self.connection_hint}."
             return LLMTimeoutError(
                 f"{name} at {url} did not answer within {self.config.timeout} s (model "
-                f"{self.model}). Large models can be slow: try a smaller model, raise "
-                f"{self.env_prefix}_TIMEOUT, or check the server's load.",
-                provider=self.provider,
+                f"{self.model}). {advice}",
+                accepted=accepted,
+                provider=provider,
+                upstream=url,
             )
-        if isinstance(exc, openai.APIConnectionError) and not timed_out and not refused(exc):
+        if isinstance(exc, openai.APIConnectionError) and not refused(exc):
             # Connected, but the reply broke off (aiohttp ClientPayloadError, httpx
             # RemoteProtocolError): the server is there, so "cannot connect" would mislead.
             error = LLMUpstreamError(
                 f"{name} at {url} closed the connection before its reply was complete "
                 f"(model {self.model})",
-                provider=self.provider,
+                provider=provider,
+                upstream=url,
             )
             error.retryable = True  # nothing has reached the caller yet
             return error
         if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
             return LLMConnectionError(
                 f"Cannot connect to {name} at {url}: {self.connection_hint}.",
-                provider=self.provider,
+                provider=provider,
+                upstream=url,
             )
         if isinstance(exc, openai.APIStatusError):
             return self._translate_status(exc.status_code, upstream_message(exc), exc)
+        if isinstance(exc, UnicodeEncodeError):  # raised building the request: nothing sent
+            return LLMInvalidRequestError(
+                "The request holds text that is not valid Unicode (a lone UTF-16 surrogate "
+                "such as \\ud800): send well-formed text",
+                provider=provider,
+            )
         if isinstance(exc, ValueError):
             return LLMUpstreamError(
                 f"{name} at {url} returned a reply that is not valid JSON (model {self.model})",
-                provider=self.provider,
+                provider=provider,
+                upstream=url,
             )
         return LLMUpstreamError(
             f"{name} at {url} returned something unexpected ({type(exc).__name__})",
-            provider=self.provider,
+            provider=provider,
+            upstream=url,
         )
 
     def _translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
         name, url = self.display_name, self._url()
+        reason = short_reason(message)
         if status in (401, 403):
             # The upstream's own text may quote part of the key we sent, so it is not repeated.
             return LLMAuthenticationError(
                 f"{name} at {url} rejected the credentials (HTTP {status}): "
                 f"set {self.env_prefix}_API_KEY to a valid key",
                 provider=self.provider,
+                upstream=url,
                 upstream_status=status,
             )
         if status == 404 and "model" in message.lower():
             return LLMModelNotFoundError(
-                f"Model '{self.model}' is not available on {name} at {url}: {message}",
+                f"Model '{self.model}' is not available on {name} at {url}: {reason}",
                 provider=self.provider,
+                upstream=url,
             )
         if status == 429:
             return LLMRateLimitError(
-                f"{name} at {url} is rate limiting requests (HTTP 429: {message})",
+                f"{name} at {url} is rate limiting requests (HTTP 429: {reason})",
                 provider=self.provider,
+                upstream=url,
                 retry_after=retry_after_of(exc),
             )
+        if status in BAD_REQUEST_STATUSES:
+            return LLMBadRequestError(
+                f"{name} at {url} refused the request (HTTP {status}): {reason}",
+                provider=self.provider,
+                upstream=url,
+                upstream_status=status,
+            )
         return LLMUpstreamError(
-            f"{name} at {url} answered HTTP {status}: {message}",
+            f"{name} at {url} answered HTTP {status}: {reason}",
             provider=self.provider,
+            upstream=url,
             upstream_status=status,
+        )
+
+    def _log_failure(self, kind: str, error: LLMError) -> None:
+        # The message names the upstream; never the prompt (no message holds it).
+        level = logging.WARNING if error.status_code >= 500 else logging.INFO
+        logger.log(
+            level,
+            "llm %s failed: %s %r (provider=%s model=%r)",
+            kind,
+            error.kind,
+            error.message,
+            self.provider,
+            self.model,
         )
 
     def _log_call(
@@ -497,7 +558,7 @@ class OpenAICompatibleService:
         if not logger.isEnabledFor(logging.DEBUG):
             return
         logger.debug(
-            "llm %s provider=%s model=%s base_url=%s prompt_chars=%d latency_ms=%.1f "
+            "llm %s provider=%s model=%r base_url=%s prompt_chars=%d latency_ms=%.1f "
             "prompt_tokens=%d completion_tokens=%d finish_reason=%s",
             kind,
             self.provider,
@@ -533,6 +594,7 @@ async def discover_models(service: OpenAICompatibleService) -> list[ModelInfo]:
         return cached[1]
     models = await service.list_models()
     _discovery_cache[service.base_url] = (time.monotonic(), models)
+    allow_model_labels(info.id for info in models)
     return models
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import aiohttp
-import httpx
+import httpx2
 import openai
 
 from app.services.llm.protocol import Usage
@@ -30,6 +31,16 @@ def upstream_message(exc: openai.APIStatusError) -> str:
             return str(body["message"])
     text = exc.response.text if exc.response is not None else ""
     return text[:300] or exc.message
+
+
+def short_reason(text: str, limit: int = 300) -> str:
+    """An upstream's error text fit to show and log: one line, no control characters, at
+    most `limit` characters (it may echo a caller's input)."""
+    printable = "".join(
+        " " if unicodedata.category(char).startswith("C") else char for char in text[: limit * 4]
+    )
+    line = " ".join(printable.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def first_choice(body: object) -> dict[str, Any] | None:
@@ -100,7 +111,7 @@ def stale_connection(exc: BaseException) -> bool:
     Writing to it fails (reset, broken pipe) or, when the server's close wins the race
     with our write, the read finds it closed with no reply at all: aiohttp says
     ServerDisconnectedError (which the SDK's aiohttp transport reports as a *timeout*),
-    httpx a RemoteProtocolError.
+    httpx2 a RemoteProtocolError.
     """
     return any(
         isinstance(
@@ -108,7 +119,7 @@ def stale_connection(exc: BaseException) -> bool:
             ConnectionResetError
             | BrokenPipeError
             | aiohttp.ServerDisconnectedError
-            | httpx.RemoteProtocolError,
+            | httpx2.RemoteProtocolError,
         )
         for c in causes(exc)
     )
@@ -118,6 +129,23 @@ def refused(exc: BaseException) -> bool:
     """True if a "timeout" was really a failed connect (the aiohttp transport reports a
     refused connection as ConnectTimeout)."""
     return any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in causes(exc))
+
+
+def timed_out(exc: BaseException) -> bool:
+    """True if `exc` is a timeout. Not merely its class: the aiohttp transport reports every
+    connection failure (refused, or closed before any answer) as a ConnectTimeout; the
+    transport's own exception, deeper in the chain, tells."""
+    chain = causes(exc)
+    if any(isinstance(c, TimeoutError) for c in chain):
+        return True
+    return isinstance(chain[-1], openai.APITimeoutError | httpx2.TimeoutException)
+
+
+def accepted_then_timed_out(exc: BaseException) -> bool:
+    """True for a read timeout: the upstream took the request and did not answer in time,
+    so it is most likely generating. (Both SDK transports raise httpx's ReadTimeout for it,
+    and ConnectTimeout / PoolTimeout when the request never left.)"""
+    return any(isinstance(c, httpx2.ReadTimeout) for c in causes(exc))
 
 
 def retry_after_of(exc: openai.APIStatusError) -> float | None:

@@ -117,18 +117,23 @@ async def test_timeout_names_the_seconds_and_the_remedies(
     with pytest.raises(LLMTimeoutError) as caught:
         await llm.get_response("hi")
     assert caught.value.message == (
-        f"LM Studio at {upstream.base_url} did not answer within 1 s (model {MODEL}). Large "
-        "models can be slow: try a smaller model, raise LMSTUDIO_TIMEOUT, or check the "
-        "server's load."
+        f"LM Studio at {upstream.base_url} did not answer within 1 s (model {MODEL}). It "
+        "accepted the request, so the model is probably still generating; it was not sent "
+        "again. Raise LMSTUDIO_TIMEOUT, ask for fewer tokens (max_tokens), or use a smaller or "
+        "faster model."
     )
     assert caught.value.status_code == 504
 
 
-async def test_timeouts_are_retried(llm_env: LLMEnv, upstream: StandInServer) -> None:
-    llm = await service(llm_env, lmstudio_timeout=1, lmstudio_max_retries=1)
+async def test_read_timeout_is_not_retried(llm_env: LLMEnv, upstream: StandInServer) -> None:
+    # The upstream accepted the request and is working on it: sending it again would only
+    # start the same work over (and take as long).
+    llm = await service(llm_env, lmstudio_timeout=1, lmstudio_max_retries=2)
     upstream.delay(3)
-    upstream.reply("second time lucky")
-    assert await llm.get_response("hi") == "second time lucky"
+    upstream.reply("never asked for")
+    with pytest.raises(LLMTimeoutError):
+        await llm.get_response("hi")
+    assert len(upstream.chat_requests) == 1
 
 
 async def test_garbage_reply_is_an_upstream_error(llm_env: LLMEnv, upstream: StandInServer) -> None:
@@ -201,7 +206,7 @@ async def test_each_call_is_logged_at_debug_without_secrets(
     _ = [c async for c in llm.stream_response("stream this")]
     calls = [r.getMessage() for r in caplog.records if r.name == "app.services.llm"]
     assert any(
-        m.startswith("llm complete provider=lmstudio model=llama-3.2-3b-instruct")
+        m.startswith("llm complete provider=lmstudio model='llama-3.2-3b-instruct'")
         and f"base_url={upstream.base_url}" in m
         and "prompt_chars=25" in m
         and "latency_ms=" in m
