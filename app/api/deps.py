@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings, get_settings
@@ -23,6 +25,8 @@ from app.services.credential_cache import credential_cache
 from app.services.llm import LLMService, get_llm_service
 from app.services.login_throttle import LoginLimits, Ticket, TooManyAttempts
 from app.services.users import get_user
+
+logger = logging.getLogger("app.api")
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
@@ -132,6 +136,15 @@ async def admit_login_attempt(
             status.HTTP_429_TOO_MANY_REQUESTS,
             detail="Too many failed login attempts; try again later",
             headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        # Fail closed: an attempt that cannot be counted is not checked. The error's text
+        # may quote the username, so only its type is logged.
+        logger.warning("login attempt not counted: %s", type(exc).__name__)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="Login is unavailable: the database cannot be reached or is not migrated "
+            "(run `python -m app migrate`)",
         ) from exc
 
 
