@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, delete, update
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings
 from app.models import MAX_EMAIL_LENGTH, LoginThrottle
 
 PRUNE_INTERVAL = 60.0  # seconds between two prunes by one worker
+PRUNE_BATCH = 10_000  # rows per prune: bounded work in a login request
 _last_prune = float("-inf")
 
 
@@ -131,8 +132,8 @@ async def admit(
         taken[name] = key
         if attempts > limit:
             refused_until = max(refused_until, window_ends_at)
-    await _prune_now_and_then(session, now)
     await session.commit()
+    await _prune_now_and_then(session, now)
     if refused_until:
         raise TooManyAttempts(max(1, math.ceil(refused_until - now)))
     return Ticket(taken["account"], taken["client"])
@@ -154,9 +155,20 @@ async def succeeded(session: AsyncSession, ticket: Ticket) -> None:
     await session.commit()
 
 
-async def prune(session: AsyncSession, now: float) -> None:
-    """Delete the rows whose window ended before `now` (does not commit)."""
-    await session.exec(delete(LoginThrottle).where(col(LoginThrottle.window_ends_at) <= now))
+async def prune(session: AsyncSession, now: float, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to `batch` rows whose window ended before `now`; commits; returns how many.
+
+    Rows another transaction holds are skipped (PostgreSQL), so a prune never waits for,
+    or deadlocks with, the attempts being counted."""
+    expired = (
+        select(LoginThrottle.key)
+        .where(col(LoginThrottle.window_ends_at) <= now)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.exec(delete(LoginThrottle).where(col(LoginThrottle.key).in_(expired)))
+    await session.commit()
+    return result.rowcount
 
 
 async def _prune_now_and_then(session: AsyncSession, now: float) -> None:

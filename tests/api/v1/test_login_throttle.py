@@ -225,3 +225,15 @@ async def test_ended_windows_are_pruned(client: httpx.AsyncClient, llm_env: LLME
     login_throttle._last_prune = float("-inf")  # due now
     assert (await _attempt(client, _unknown_email(), "x", _client_address())).status_code == 400
     assert await _rows(*(f"account:old-{n}" for n in range(3))) == {}
+
+
+async def test_a_prune_is_bounded_and_keeps_live_windows(database_url: str) -> None:
+    prefix = f"account:prune-{uuid.uuid4().hex[:8]}"
+    async with get_sessionmaker()() as session:
+        for n in range(5):
+            session.add(LoginThrottle(key=f"{prefix}-{n}", attempts=1, window_ends_at=2.0))
+        session.add(LoginThrottle(key=f"{prefix}-live", attempts=1, window_ends_at=4e9))
+        await session.commit()
+        assert await login_throttle.prune(session, now=3.0, batch=3) == 3
+        assert await login_throttle.prune(session, now=3.0) == 2
+    assert list(await _rows(*(f"{prefix}-{n}" for n in [*range(5), "live"]))) == [f"{prefix}-live"]
