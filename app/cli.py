@@ -46,6 +46,11 @@ def serve(
         reload=reload,
         log_level="info",
         access_log=access_log,
+        # The one place that decides who the client is: uvicorn takes it from
+        # X-Forwarded-For only when the peer is a proxy listed here; the app (access log,
+        # login throttling) uses request.client as given.
+        proxy_headers=True,
+        forwarded_allow_ips=get_settings().forwarded_allow_ips,
     )
 
 

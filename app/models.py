@@ -25,12 +25,13 @@ def _timestamp() -> sa.DateTime:
 
 # Emails are stored lower-cased, so lookups and the unique index are case-insensitive.
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
+MAX_EMAIL_LENGTH = 255
 
 # ── users ────────────────────────────────────────────────────────────────────
 
 
 class UserBase(SQLModel):
-    email: Email = Field(max_length=255, unique=True, index=True)
+    email: Email = Field(max_length=MAX_EMAIL_LENGTH, unique=True, index=True)
     full_name: str | None = Field(default=None, max_length=255)
     is_active: bool = True
     is_superuser: bool = False
@@ -48,10 +49,18 @@ class UserUpdate(SQLModel):
     is_superuser: bool | None = None
 
 
+class UpdatePassword(SQLModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=128)
+
+
 class User(UserBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     hashed_password: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
+    # Carried in every access token; bumped on a password change or deactivation, which
+    # ends every session started before it.
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class UserPublic(UserBase):
@@ -173,6 +182,20 @@ class LMStudioModelsDetail(SQLModel):
     models: list[LMStudioModelPublic]
     loaded: list[str]
     message: str | None = Field(description="Why nothing can answer yet, when that is so")
+
+
+# ── login throttle ───────────────────────────────────────────────────────────
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Login attempts of one account or one client in the current window."""
+
+    __tablename__ = "loginthrottle"
+
+    key: str = Field(max_length=300, primary_key=True)  # "account:<email>" / "client:<ip>"
+    attempts: int  # failed ones, plus any still being checked
+    # Unix seconds: compared in SQL on both backends without time-zone conversions.
+    window_ends_at: float = Field(index=True)
 
 
 # ── auth ─────────────────────────────────────────────────────────────────────

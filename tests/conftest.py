@@ -210,6 +210,8 @@ async def serve_app(app: FastAPI | None = None) -> RunningServer:
         port=0,
         log_level="warning",
         lifespan="on",
+        proxy_headers=True,  # as `python -m app serve` runs it
+        forwarded_allow_ips=get_settings().forwarded_allow_ips,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -111,6 +111,15 @@ def test_unmigrated_database_serves_but_is_not_ready(tmp_path: Path) -> None:
         assert "python -m app migrate" in ready.json()["detail"]
 
 
+def test_login_on_an_unmigrated_database_is_503_naming_the_fix(tmp_path: Path) -> None:
+    env = _env(tmp_path, PYTHONPATH=str(ROOT))
+    with running_server(env) as url:
+        form = {"username": "boss@example.com", "password": "boss-password-1"}
+        response = httpx.post(f"{url}/api/v1/login/access-token", data=form)
+    assert response.status_code == 503
+    assert "python -m app migrate" in response.json()["detail"]
+
+
 def test_unreachable_database_is_not_ready(tmp_path: Path) -> None:
     dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     env = {**_env(tmp_path, PYTHONPATH=str(ROOT)), "DATABASE_URL": dead}

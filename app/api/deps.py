@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings, get_settings
@@ -17,10 +19,14 @@ from app.core.security import (
     looks_like_api_key,
 )
 from app.models import User
+from app.services import login_throttle
 from app.services.api_keys import user_for_api_key
 from app.services.credential_cache import credential_cache
 from app.services.llm import LLMService, get_llm_service
+from app.services.login_throttle import LoginLimits, Ticket, TooManyAttempts
 from app.services.users import get_user
+
+logger = logging.getLogger("app.api")
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
@@ -47,8 +53,9 @@ def _unauthorized(detail: str) -> HTTPException:
 async def authenticate(settings: Settings, token: str | None, *, cached: bool) -> User:
     """The active user behind a Bearer JWT or API key; 401 otherwise.
 
-    The JWT's signature and expiry are checked on every call; with `cached`, the user row
-    may come from the worker's credential cache (see `app.services.credential_cache`).
+    The JWT's signature and expiry are checked on every call, and its `ver` against the
+    user's token_version; with `cached`, the user row may come from the worker's credential
+    cache (see `app.services.credential_cache`), so that check costs no database read.
     A database read uses a session of its own, closed before the route runs, so that a
     long LLM call or stream does not hold a pooled database connection.
     """
@@ -59,9 +66,10 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         key = f"key:{hash_api_key(token)}"
     else:
         try:
-            user_id = decode_access_token(token, settings.secret_key.get_secret_value())
+            claims = decode_access_token(token, settings.secret_key.get_secret_value())
         except InvalidTokenError as exc:
             raise _unauthorized(str(exc)) from exc
+        user_id = claims.user_id
         key = f"user:{user_id}"
 
     async def load() -> User | None:
@@ -78,6 +86,9 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         )
     if not user.is_active:
         raise _unauthorized("Inactive user")
+    if not is_api_key and claims.version != user.token_version:
+        # The password changed or the user was deactivated after this token was issued.
+        raise _unauthorized("Session ended (password changed or account deactivated)")
     return user
 
 
@@ -113,6 +124,37 @@ async def require_admin(settings: SettingsDep, token: BearerToken) -> User:
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+async def admit_login_attempt(
+    session: AsyncSession, settings: Settings, request: Request, username: str
+) -> Ticket:
+    """Count a password attempt on `username` from the request's client; 429 when past a limit.
+
+    The client is `request.client`: behind a proxy, the address uvicorn took from
+    X-Forwarded-For if the proxy is in FORWARDED_ALLOW_IPS (see `python -m app serve`)."""
+    try:
+        return await login_throttle.admit(
+            session,
+            LoginLimits.from_settings(settings),
+            username=username,
+            client_host=request.client.host if request.client else None,
+        )
+    except TooManyAttempts as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="Too many failed login attempts; try again later",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        # Fail closed: an attempt that cannot be counted is not checked. The error's text
+        # may quote the username, so only its type is logged.
+        logger.warning("login attempt not counted: %s", type(exc).__name__)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="Login is unavailable: the database cannot be reached or is not migrated "
+            "(run `python -m app migrate`)",
+        ) from exc
 
 
 LLMServiceDep = Annotated[LLMService, Depends(get_llm_service)]

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     # How long a worker may reuse a verified credential's user without reading the database.
     # Changes made through this worker apply at once; other workers see them within this.
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Login throttling (0 turns a limit off). Attempts are counted per account (the email,
+    # whether or not it exists) and per client address in a window that starts with the
+    # first failure; past a limit, logins answer 429 until the window ends.
+    login_max_failures_per_account: int = Field(default=10, ge=0, le=1_000_000)
+    login_max_failures_per_client: int = Field(default=100, ge=0, le=1_000_000)
+    login_window_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Peers trusted to say who the client is in X-Forwarded-For (uvicorn's syntax: addresses,
+    # CIDR networks or "*"). `python -m app serve` hands this to uvicorn, which decides.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     backend_cors_origins: Annotated[list[str], NoDecode] = []
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -44,15 +45,33 @@ async def verify_password(password: str, hashed: str | None) -> bool:
     return await anyio.to_thread.run_sync(_password_hash.verify, password, hashed)
 
 
-def create_access_token(user_id: uuid.UUID, secret_key: str, expires: timedelta) -> str:
-    """A signed JWT whose subject is the user's id."""
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says: whose it is and which of their sessions."""
+
+    user_id: uuid.UUID
+    version: int  # the user's token_version when it was issued
+
+
+def create_access_token(
+    user_id: uuid.UUID, secret_key: str, expires: timedelta, *, version: int = 0
+) -> str:
+    """A signed JWT whose subject is the user's id and `ver` their token_version."""
     now = datetime.now(UTC)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + expires, "type": "access"}
+    claims = {
+        "sub": str(user_id),
+        "ver": version,
+        "iat": now,
+        "exp": now + expires,
+        "type": "access",
+    }
     return jwt.encode(claims, secret_key, algorithm=JWT_ALGORITHM)
 
 
-def decode_access_token(token: str, secret_key: str) -> uuid.UUID:
-    """The user id inside a valid token; raises InvalidTokenError with the reason otherwise."""
+def decode_access_token(token: str, secret_key: str) -> AccessClaims:
+    """The claims of a valid token; raises InvalidTokenError with the reason otherwise.
+
+    A token without `ver` (issued before sessions had versions) counts as version 0."""
     try:
         claims = jwt.decode(
             token,
@@ -64,10 +83,11 @@ def decode_access_token(token: str, secret_key: str) -> uuid.UUID:
         raise InvalidTokenError("Token has expired") from exc
     except jwt.PyJWTError as exc:
         raise InvalidTokenError("Could not validate credentials") from exc
-    if claims.get("type") != "access":
+    version = claims.get("ver", 0)
+    if claims.get("type") != "access" or type(version) is not int:
         raise InvalidTokenError("Could not validate credentials")
     try:
-        return uuid.UUID(str(claims["sub"]))
+        return AccessClaims(uuid.UUID(str(claims["sub"])), version)
     except ValueError as exc:
         raise InvalidTokenError("Could not validate credentials") from exc
 

@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.security import generate_api_key, hash_api_key
 from app.models import ApiKey, ApiKeyCreate, User, utcnow
-from app.services.credential_cache import credential_cache
+from app.services.credential_cache import credential_cache, notify_credentials_changed
 
 
 async def issue_api_key(
@@ -40,6 +40,7 @@ async def revoke_api_key(session: AsyncSession, user: User, key_id: uuid.UUID) -
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(row)
+        await notify_credentials_changed(session, user.id)
         await session.commit()
         credential_cache.forget_user(user.id)
         await session.refresh(row)

@@ -8,8 +8,12 @@ such period; past that they wait for the read. Under load a read waiting for its
 take longer than the requests themselves, which is why nobody waits for a routine check.
 
 Changes this worker makes (deactivation, role changes, password resets, key revocation)
-drop the affected entries at once; other workers see them within about two periods. Admin
-routes never use the cache. Concurrent misses for one credential share a single read.
+drop the affected entries at once. Other workers hear of them on PostgreSQL through
+`NOTIFY credentials_changed` (sent by `notify_credentials_changed` inside the saving
+transaction, payload the user's id), on which the worker's `SettingsWatcher` drops that
+user's entries: within milliseconds. Without a listener (SQLite, or while it reconnects)
+they see a change within about two periods. Admin routes never use the cache. Concurrent
+misses for one credential share a single read.
 
 Cached users are detached snapshots shared between requests: treat them as read-only.
 """
@@ -24,11 +28,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from app.models import User
 
 logger = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000
+NOTIFY_CHANNEL = "credentials_changed"
 Loader = Callable[[], Awaitable[User | None]]
 
 
@@ -111,3 +119,25 @@ class CredentialCache:
 
 
 credential_cache = CredentialCache()
+
+
+async def notify_credentials_changed(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Tell every worker to drop `user_id`'s cached credentials once `session` commits.
+
+    PostgreSQL delivers the notification only if (and when) the transaction commits; on
+    other databases this does nothing and other workers rely on revalidation."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.exec(  # type: ignore[call-overload]
+            text("SELECT pg_notify(:channel, :user_id)"),
+            params={"channel": NOTIFY_CHANNEL, "user_id": str(user_id)},
+        )
+
+
+def on_credentials_notify(payload: str) -> None:
+    """Handle a `credentials_changed` notification: drop that user's entries."""
+    try:
+        user_id = uuid.UUID(payload)
+    except ValueError:
+        credential_cache.clear()  # not one of ours: safest to forget everything
+        return
+    credential_cache.forget_user(user_id)

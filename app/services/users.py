@@ -6,13 +6,13 @@ import logging
 import uuid
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings
 from app.core.security import hash_password, verify_password
-from app.models import User, UserCreate, UserUpdate
-from app.services.credential_cache import credential_cache
+from app.models import MAX_EMAIL_LENGTH, ApiKey, User, UserCreate, UserUpdate, utcnow
+from app.services.credential_cache import credential_cache, notify_credentials_changed
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +36,56 @@ async def create_user(session: AsyncSession, user_in: UserCreate) -> User:
 
 
 async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) -> User:
-    """Apply the fields set in `user_in`, re-hashing a new password."""
+    """Apply the fields set in `user_in`, re-hashing a new password.
+
+    A new password or a deactivation ends every session: the user's token_version is
+    bumped, so access tokens issued before it are refused (reactivation does not revive
+    them). A deactivation also revokes the user's API keys; a password change does not
+    (keys are credentials of their own, listed and revoked one by one, as on GitHub).
+    Every worker is told to drop its cached credentials of this user.
+    """
     data = user_in.model_dump(exclude_unset=True)
     password = data.pop("password", None)
+    deactivating = data.get("is_active") is False and user.is_active
     if password is not None:
         data["hashed_password"] = await hash_password(password)
     user.sqlmodel_update(data)
     session.add(user)
+    if password is not None or deactivating:
+        # Incremented in SQL, so two concurrent changes both move the version on.
+        await session.exec(
+            update(User)
+            .where(col(User.id) == user.id)
+            .values(token_version=col(User.token_version) + 1)
+            .execution_options(synchronize_session=False)
+        )
+    if deactivating:
+        await session.exec(
+            update(ApiKey)
+            .where(col(ApiKey.user_id) == user.id, col(ApiKey.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    await notify_credentials_changed(session, user.id)
     await session.commit()
     credential_cache.forget_user(user.id)
     await session.refresh(user)
     return user
 
 
+async def change_password(
+    session: AsyncSession, user: User, current_password: str, new_password: str
+) -> User | None:
+    """Set a new password if `current_password` is right (ending other sessions); else None."""
+    if not await verify_password(current_password, user.hashed_password):
+        return None
+    return await update_user(session, user, UserUpdate(password=new_password))
+
+
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
     """The user whose email and password match, else None (same cost either way)."""
-    user = await get_user_by_email(session, email)
+    # Longer than any stored email: no lookup, but the same password check.
+    user = await get_user_by_email(session, email) if len(email) <= MAX_EMAIL_LENGTH else None
     if not await verify_password(password, user.hashed_password if user else None):
         return None
     return user

@@ -16,7 +16,7 @@ from app.models import User
 from tests.conftest import LLMEnv, UserFactory
 
 
-async def _set_user(user_id: str, **columns: bool) -> None:
+async def _set_user(user_id: str, **columns: bool | int) -> None:
     async with get_sessionmaker()() as session:
         user = await session.get(User, uuid.UUID(user_id))
         assert user is not None
@@ -70,6 +70,24 @@ async def test_another_workers_change_applies_within_two_cache_periods(
     # Still cached right after the change (this is what the cache buys)...
     assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
     # ...and refused once the entry has been revalidated (bounded: 2 periods plus slack).
+    statuses = []
+    for _ in range(30):
+        await asyncio.sleep(0.05)
+        statuses.append((await client.get("/api/v1/users/me", headers=user.headers)).status_code)
+        if statuses[-1] == 401:
+            break
+    assert statuses[-1] == 401, statuses
+    assert len(statuses) * 0.05 < 2 * 0.3 + 0.5
+
+
+async def test_another_workers_password_change_ends_sessions_within_two_cache_periods(
+    client: httpx.AsyncClient, make_user: UserFactory, llm_env: LLMEnv
+) -> None:
+    # Without a notification (SQLite, or a listener reconnecting), revalidation does it.
+    llm_env.set(auth_cache_seconds=0.3)
+    user = await make_user()
+    assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
+    await _set_user(user.id, token_version=1)  # what a password change elsewhere leaves
     statuses = []
     for _ in range(30):
         await asyncio.sleep(0.05)

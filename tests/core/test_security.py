@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from app.core.security import (
+    AccessClaims,
     InvalidTokenError,
     create_access_token,
     decode_access_token,
@@ -29,9 +31,23 @@ async def test_password_hash_is_argon2_and_verifies() -> None:
 
 def test_token_round_trip() -> None:
     user_id = uuid.uuid4()
-    assert (
-        decode_access_token(create_access_token(user_id, KEY, timedelta(minutes=1)), KEY) == user_id
-    )
+    token = create_access_token(user_id, KEY, timedelta(minutes=1), version=7)
+    assert decode_access_token(token, KEY) == AccessClaims(user_id, 7)
+
+
+def test_a_token_without_a_version_is_version_0() -> None:
+    user_id = uuid.uuid4()
+    exp = datetime.now(UTC) + timedelta(minutes=1)
+    old = jwt.encode({"sub": str(user_id), "exp": exp, "type": "access"}, KEY, "HS256")
+    assert decode_access_token(old, KEY) == AccessClaims(user_id, 0)
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, True, None, [1]])
+def test_a_version_that_is_not_an_integer_is_refused(version: object) -> None:
+    exp = datetime.now(UTC) + timedelta(minutes=1)
+    claims = {"sub": str(uuid.uuid4()), "exp": exp, "type": "access", "ver": version}
+    with pytest.raises(InvalidTokenError, match="Could not validate"):
+        decode_access_token(jwt.encode(claims, KEY, "HS256"), KEY)
 
 
 @pytest.mark.parametrize(

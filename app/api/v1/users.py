@@ -5,10 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from app.api.deps import AdminUser, CurrentUser, SessionDep, require_admin
-from app.models import User, UserCreate, UserPublic, UsersPublic, UserUpdate
+from app.api.deps import (
+    AdminUser,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    admit_login_attempt,
+    require_admin,
+)
+from app.api.v1.login import issue_token
+from app.models import Token, UpdatePassword, User, UserCreate, UserPublic, UsersPublic, UserUpdate
+from app.services import login_throttle
 from app.services import users as user_service
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -20,6 +29,35 @@ _EMAIL_TAKEN = "A user with this email already exists"
 async def read_me(user: CurrentUser) -> UserPublic:
     """The authenticated user."""
     return UserPublic.model_validate(user)
+
+
+@router.patch(
+    "/me/password",
+    responses={429: {"description": "Too many wrong current passwords; see Retry-After"}},
+)
+async def change_my_password(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    me: CurrentUser,
+    body: UpdatePassword,
+) -> Token:
+    """Change your own password, giving the current one.
+
+    Every session started before (other devices included) ends; the response carries a new
+    token for this one. API keys keep working: revoke them under /api-keys if need be. Wrong
+    current passwords count toward the login limits (429 with Retry-After)."""
+    ticket = await admit_login_attempt(session, settings, request, me.email)
+    user = await user_service.get_user(session, me.id)  # fresh: the cached row is shared
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Could not validate credentials")
+    changed = await user_service.change_password(
+        session, user, body.current_password, body.new_password
+    )
+    if changed is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Incorrect current password")
+    await login_throttle.succeeded(session, ticket)
+    return issue_token(changed, settings)
 
 
 @router.get("", dependencies=[Depends(require_admin)])
@@ -61,7 +99,11 @@ async def update_user(
     user: Annotated[User, Depends(_existing_user)],
     user_in: UserUpdate,
 ) -> UserPublic:
-    """Update a user (admin only): rename, reset password, (de)activate, grant admin."""
+    """Update a user (admin only): rename, reset password, (de)activate, grant admin.
+
+    A new password or a deactivation ends the user's sessions (their access tokens stop
+    working, and reactivation does not revive them); a deactivation also revokes their
+    API keys."""
     if user.id == admin.id and (user_in.is_active is False or user_in.is_superuser is False):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail="Admins cannot deactivate or demote themselves"
@@ -78,7 +120,7 @@ async def deactivate_user(
     admin: AdminUser,
     user: Annotated[User, Depends(_existing_user)],
 ) -> UserPublic:
-    """Deactivate a user (admin only); their tokens and API keys stop working at once."""
+    """Deactivate a user (admin only); their tokens and API keys stop working for good."""
     if user.id == admin.id:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail="Admins cannot deactivate themselves"

@@ -30,6 +30,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.core.config import LLMProvider, Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.models import LLMSettings, LLMSettingsUpdate, utcnow
+from app.services.credential_cache import NOTIFY_CHANNEL as CREDENTIALS_CHANNEL
+from app.services.credential_cache import credential_cache, on_credentials_notify
 from app.services.llm.errors import LLMConfigurationError, LLMSettingsUnavailableError
 from app.services.llm.per_loop import PerLoop
 
@@ -269,10 +271,13 @@ def check_usable(
 
 
 class SettingsWatcher:
-    """Keeps a LISTEN connection to PostgreSQL and drops the settings cache on every NOTIFY.
+    """Keeps one LISTEN connection to PostgreSQL for every worker-wide cache.
 
-    Reconnects with a delay when the connection is lost; meanwhile the cache falls back to
-    revalidating every `CHECK_INTERVAL` seconds.
+    On `llmsettings_changed` it drops the settings cache; on `credentials_changed` (see
+    `app.services.credential_cache`) the named user's cached credentials. Reconnects with a
+    delay when the connection is lost; meanwhile both caches fall back to revalidating on
+    their own (settings every `CHECK_INTERVAL` seconds, credentials every
+    AUTH_CACHE_SECONDS), and both are dropped whole on reconnecting.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -308,8 +313,11 @@ class SettingsWatcher:
                 continue
             try:
                 connection.add_termination_listener(lambda _conn, event=lost: event.set())
-                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                invalidate_cache()  # anything saved while we were not listening
+                await connection.add_listener(NOTIFY_CHANNEL, self._on_settings_notify)
+                await connection.add_listener(CREDENTIALS_CHANNEL, self._on_credentials_notify)
+                # Anything saved while we were not listening.
+                invalidate_cache()
+                credential_cache.clear()
                 _cache.listening = True
                 await lost.wait()
                 logger.warning("llm settings: LISTEN connection lost; reconnecting")
@@ -322,7 +330,7 @@ class SettingsWatcher:
             await asyncio.sleep(1)
 
     @staticmethod
-    def _on_notify(
+    def _on_settings_notify(
         _connection: asyncpg.Connection[Any] | PoolConnectionProxy[Any],
         _pid: int,
         _channel: str,
@@ -330,3 +338,12 @@ class SettingsWatcher:
     ) -> None:
         logger.debug("llm settings: version %s saved by a worker; dropping the cache", payload)
         invalidate_cache()
+
+    @staticmethod
+    def _on_credentials_notify(
+        _connection: asyncpg.Connection[Any] | PoolConnectionProxy[Any],
+        _pid: int,
+        _channel: str,
+        payload: object,
+    ) -> None:
+        on_credentials_notify(str(payload))

@@ -84,7 +84,7 @@ async def test_list_users_pages(client: httpx.AsyncClient, admin_headers: dict[s
     assert bad.status_code == 422
 
 
-async def test_deactivated_user_cannot_log_in_and_reactivation_restores(
+async def test_deactivated_user_cannot_log_in_and_reactivation_needs_a_new_login(
     client: httpx.AsyncClient, make_user: UserFactory, admin_headers: dict[str, str]
 ) -> None:
     user = await make_user()
@@ -98,7 +98,12 @@ async def test_deactivated_user_cannot_log_in_and_reactivation_restores(
         f"/api/v1/users/{user.id}", json={"is_active": True}, headers=admin_headers
     )
     assert patch.status_code == 200
-    assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
+    # The token from before the deactivation stays dead; a new login works.
+    old = await client.get("/api/v1/users/me", headers=user.headers)
+    assert old.status_code == 401
+    assert "Session ended" in old.json()["detail"]
+    fresh = await login(client, user.email, user.password)
+    assert (await client.get("/api/v1/users/me", headers=fresh)).status_code == 200
 
 
 async def test_admin_resets_password(
