@@ -1,7 +1,7 @@
 """loginthrottle: login attempts per account and per client, shared by every worker
 
-Revision ID: 0005_login_throttle
-Revises: 0004_user_token_epoch
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_login_throttle"
-down_revision: str | None = "0004_user_token_epoch"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """user.token_version: a password change or deactivation ends older sessions
 
-Revision ID: 0004_user_token_epoch
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_user_token_epoch"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
