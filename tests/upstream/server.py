@@ -236,7 +236,7 @@ class StandInServer:
         self._initial_loaded = set(self._initial_models if loaded is None else loaded)
         self._models = list(self._initial_models)
         self._loaded = set(self._initial_loaded)
-        self._extra_instances: dict[str, int] = {}  # second and later instances per model
+        self._instance_ids: dict[str, list[str]] = {}  # loaded instances, when not just [model]
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -477,17 +477,20 @@ class StandInServer:
         """Unload every model (chat requests then get LM Studio's "No models loaded")."""
         with self._lock:
             self._loaded.clear()
+            self._instance_ids.clear()
 
     def set_models(self, models: Sequence[str], loaded: Iterable[str] | None = None) -> None:
         """Replace the downloaded models (and which are loaded; default all)."""
         with self._lock:
             self._models = list(models)
             self._loaded = set(self._models if loaded is None else loaded)
+            self._instance_ids.clear()
 
     def set_loaded(self, loaded: Iterable[str]) -> None:
         """Choose which downloaded models are loaded."""
         with self._lock:
             self._loaded = set(loaded)
+            self._instance_ids.clear()
 
     def refuse(self) -> None:
         """Close the listening socket and every open connection: connects are refused."""
@@ -523,7 +526,7 @@ class StandInServer:
             self._disconnects = 0
             self._models = list(self._initial_models)
             self._loaded = set(self._initial_loaded)
-            self._extra_instances.clear()
+            self._instance_ids.clear()
             self._aborted.clear()
         self.disconnect_event.clear()
         if self.refusing:
@@ -776,8 +779,7 @@ class StandInServer:
         with self._lock:
             if model not in self._loaded:
                 return []
-            extra = self._extra_instances.get(model, 0)
-        return [model] + [f"{model}:{n}" for n in range(2, extra + 2)]
+            return list(self._instance_ids.get(model, [model]))
 
     async def _rest_list(self, request: web.Request) -> web.StreamResponse:
         if not self.rest_v1 or self.error_style == "openai":
@@ -812,11 +814,11 @@ class StandInServer:
             return _json_response(wire.openai_error(message, param="model"), 404)
         if self.load_delay:
             await asyncio.sleep(self.load_delay)
+        ids = self._instances(model)  # loaded already: LM Studio loads another instance
+        instance = f"{model}:{len(ids) + 1}" if ids else model
         with self._lock:
-            if model in self._loaded:  # LM Studio loads another instance, as documented
-                self._extra_instances[model] = self._extra_instances.get(model, 0) + 1
             self._loaded.add(model)
-        instance = self._instances(model)[-1]
+            self._instance_ids[model] = [*ids, instance]
         return _json_response(
             {
                 "type": "llm",
@@ -831,17 +833,18 @@ class StandInServer:
             return await self._unknown(request)
         body = request[_RECORD].json
         instance = body.get("instance_id") if isinstance(body, dict) else None
-        model, _, number = instance.rpartition(":") if isinstance(instance, str) else ("", "", "")
-        if not (model and number.isdigit()):
-            model = instance if isinstance(instance, str) else ""
-        if not model or instance not in self._instances(model):
-            message = f"No loaded model instance with identifier '{instance}'"
-            return _json_response(wire.openai_error(message, param="instance_id"), 404)
         with self._lock:
-            if self._extra_instances.get(model):
-                self._extra_instances[model] -= 1
-            else:
-                self._loaded.discard(model)
+            owner = next(
+                (m for m in self._loaded if instance in self._instance_ids.get(m, [m])), None
+            )
+            if owner is None:
+                message = f"No loaded model instance with identifier '{instance}'"
+                return _json_response(wire.openai_error(message, param="instance_id"), 404)
+            left = [i for i in self._instance_ids.get(owner, [owner]) if i != instance]
+            self._instance_ids[owner] = left
+            if not left:
+                self._loaded.discard(owner)
+                del self._instance_ids[owner]
         return _json_response({"instance_id": instance})
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:

@@ -43,10 +43,11 @@ async def check_providers(
     effective: EffectiveLLMSettings,
     providers: list[LLMProvider] | None = None,
     *,
-    deadline: float = HEALTH_TIMEOUT,
+    deadline: float | None = None,
 ) -> list[ProviderHealth]:
     """The health of `providers` (default: every provider), checked concurrently."""
     chosen = providers or list(LLMProvider)
+    deadline = HEALTH_TIMEOUT if deadline is None else deadline
     return list(await asyncio.gather(*(_check(p, settings, effective, deadline) for p in chosen)))
 
 

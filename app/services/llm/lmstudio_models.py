@@ -49,7 +49,7 @@ class UnloadResult:
 
 async def loaded_instances(service: LMStudioService) -> dict[str, list[str]]:
     """Every downloaded model's key with the ids of its loaded instances."""
-    body = await _call(service, "GET", "/api/v1/models", None, wait=None)
+    body = await _call(service, "GET", "/api/v1/models", None, wait=None, probe=True)
     models = body.get("models")
     if not isinstance(models, list):
         raise _too_old(service)
@@ -111,7 +111,9 @@ async def _call(
     payload: dict[str, Any] | None,
     *,
     wait: float | None,
+    probe: bool = False,
 ) -> dict[str, Any]:
+    """One call to LM Studio's REST API; with `probe`, a 404 means the API is missing."""
     url = service.base_url.removesuffix("/v1") + path
     client = service._client()
     options: openai.RequestOptions = {"timeout": wait} if wait is not None else {}
@@ -121,11 +123,16 @@ async def _call(
         else:
             body = await client.post(url, body=payload, cast_to=object, options=options)
     except openai.APIStatusError as exc:
-        if exc.status_code in (404, 405):
-            message = upstream_message(exc).lower()
-            if "model" not in message or "not found" not in message:
-                raise _too_old(service) from exc
-        raise service._translate(exc) from exc
+        if probe and exc.status_code in (404, 405):
+            raise _too_old(service) from exc
+        if exc.status_code in (401, 403, 429):
+            raise service._translate(exc) from exc  # the key, or slow down: said as for chat
+        raise LLMUpstreamError(
+            f"LM Studio at {service._url()} answered {path} with HTTP {exc.status_code}: "
+            f"{upstream_message(exc)}",
+            provider=service.provider,
+            upstream_status=exc.status_code,
+        ) from exc
     except UPSTREAM_FAILURES as exc:
         raise service._translate(exc) from exc
     if not isinstance(body, dict):
