@@ -73,9 +73,9 @@ function row(model) {
     "tr",
     { dataset: { model: model.id } },
     h("td", {}, h("code", {}, model.id)),
-    h("td", {}, model.type ?? "—"),
+    h("td", { className: "hide-narrow" }, model.type ?? "—"),
     h("td", { className: "state" }, model.state ? badge(loaded ? "loaded" : "not loaded", loaded ? "ok" : "") : "—"),
-    h("td", {}, formatNumber(model.max_context_length)),
+    h("td", { className: "hide-narrow" }, formatNumber(model.max_context_length)),
     h("td", { className: "actions-cell" }, button),
   );
 }

@@ -77,9 +77,9 @@ function render() {
         "div",
         { className: "field", dataset: { field: field.name } },
         h(
-          "label",
-          { htmlFor: id },
-          field.label,
+          "div",
+          { className: "field-head" },
+          h("label", { htmlFor: id }, field.label),
           h("span", { className: "source" }, `${SOURCE_WORDS[field.source] ?? field.source} · ${field.env}`),
         ),
         control,

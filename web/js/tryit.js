@@ -21,6 +21,7 @@ async function* events(response, signal) {
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
+    if (signal.aborted) throw new DOMException("The stream was stopped.", "AbortError");
     if (done) return;
     buffer += value.replaceAll("\r\n", "\n");
     let end;
@@ -78,8 +79,8 @@ async function stream(event) {
         stats(table, [
           ["provider", payload.provider],
           ["model", payload.model],
-          ["latency", `${Math.round(payload.latency_ms)} ms`],
           ["first token", firstToken === null ? "—" : `${Math.round(firstToken)} ms`],
+          ["latency", `${Math.round(performance.now() - started)} ms`],
           ["prompt tokens", payload.usage.prompt_tokens],
           ["completion tokens", payload.usage.completion_tokens],
           ["finish", payload.finish_reason],

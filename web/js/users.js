@@ -40,7 +40,7 @@ function row(user) {
     "tr",
     { dataset: { email: user.email } },
     h("td", {}, user.email, user.full_name ? h("div", { className: "hint" }, user.full_name) : null),
-    h("td", {}, user.is_superuser ? badge("admin", "accent") : badge("user")),
+    h("td", { className: "hide-narrow" }, user.is_superuser ? badge("admin", "accent") : badge("user")),
     h("td", {}, user.is_active ? badge("active", "ok") : badge("inactive", "bad")),
     h("td", { className: "actions-cell" }, reset, user.is_active && !self ? off : null),
   );
