@@ -254,6 +254,18 @@ async def test_upstream_down_gives_clear_errors_everywhere(
     await expect(page.locator("#stream-message")).to_contain_text("Cannot connect to LM Studio")
 
 
+async def test_choosing_a_provider_without_its_key_is_refused_in_words(
+    page: Page, llm_env: LLMEnv
+) -> None:
+    await log_in(page)
+    await page.get_by_role("link", name="Settings").click()
+    await page.get_by_label("Provider", exact=True).select_option("openai")
+    await page.get_by_label("OpenAI model", exact=True).fill("gpt-4o-mini")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#settings-message")).to_contain_text("OPENAI_API_KEY is not set")
+    await expect(page.locator("#settings-message")).to_have_class(re.compile("error"))
+
+
 async def test_no_model_loaded_is_said_in_settings(
     page: Page, llm_env: LLMEnv, upstream: StandInServer
 ) -> None:
@@ -278,6 +290,9 @@ async def test_a_normal_user_sees_only_try_it_and_api_keys(
         await page.goto(f"/admin/{admin_only}")
         await expect(page.locator(admin_only)).to_be_hidden()
         await expect(page.locator("#try")).to_be_visible()
+    llm_env.set(lmstudio_model="codellama-7b")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator('[data-stat="model"]')).to_have_text("codellama-7b")
 
 
 async def test_api_keys_create_copy_and_revoke(

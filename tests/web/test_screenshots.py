@@ -67,3 +67,7 @@ async def test_screenshots(
     await page.get_by_role("button", name="Send").click()
     await expect(page.locator('[data-stat="provider"]')).to_have_text("lmstudio")
     await _shoot(page, f"{label}-try")
+
+    await page.goto("/admin/#users")
+    await expect(page.locator("#users-table tbody tr").first).to_be_visible()
+    await _shoot(page, f"{label}-users")
