@@ -336,8 +336,13 @@ async def test_users_create_reset_password_and_deactivate(
     row = page.locator(f'tr[data-email="{email}"]')
     await expect(row).to_contain_text("active")
 
-    page.once("dialog", lambda dialog: dialog.accept("second-password"))
     await row.get_by_role("button", name=f"Reset password of {email}").click()
+    dialog = page.get_by_role("dialog", name="Reset password")
+    await expect(dialog).to_contain_text(email)
+    await expect(dialog.get_by_label("New password")).to_be_focused()
+    await page.keyboard.type("second-password")
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_be_hidden()
     await expect(page.locator("#users-message")).to_have_text(f"Password of {email} reset.")
     login = await client.post(
         "/api/v1/login/access-token", data={"username": email, "password": "second-password"}

@@ -5,10 +5,21 @@ import { $, badge, busy, fillTable, h, say } from "./dom.js";
 
 let me = null;
 
-async function resetPassword(user, button) {
-  const password = window.prompt(`New password for ${user.email} (8 characters or more):`);
-  if (password === null) return;
-  await busy(button, "Saving…", async () => {
+let resetting = null; // the user whose password the dialog is for
+
+function openReset(user) {
+  resetting = user;
+  $("#reset-who").textContent = user.email;
+  $("#reset-password").value = "";
+  $("#reset-dialog").showModal();
+}
+
+async function saveReset(event) {
+  event.preventDefault();
+  const user = resetting;
+  const password = $("#reset-password").value;
+  $("#reset-dialog").close();
+  await busy($("#reset-save"), "Saving…", async () => {
     try {
       await api(`/api/v1/users/${user.id}`, { method: "PATCH", json: { password } });
       say($("#users-message"), `Password of ${user.email} reset.`);
@@ -32,7 +43,7 @@ async function deactivate(user, button) {
 
 function row(user) {
   const reset = h("button", { type: "button", className: "ghost small", "aria-label": `Reset password of ${user.email}` }, "Reset password");
-  reset.addEventListener("click", () => resetPassword(user, reset));
+  reset.addEventListener("click", () => openReset(user));
   const off = h("button", { type: "button", className: "danger small", "aria-label": `Deactivate ${user.email}` }, "Deactivate");
   off.addEventListener("click", () => deactivate(user, off));
   const self = me && user.id === me.id;
@@ -79,6 +90,10 @@ async function create(event) {
 
 export function initUsers({ first, user }) {
   me = user;
-  if (first) $("#user-form").addEventListener("submit", create);
+  if (first) {
+    $("#user-form").addEventListener("submit", create);
+    $("#reset-form").addEventListener("submit", saveReset);
+    $("#reset-cancel").addEventListener("click", () => $("#reset-dialog").close());
+  }
   return refresh();
 }
