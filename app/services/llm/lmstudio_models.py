@@ -79,6 +79,8 @@ async def load_model(
     if context_length is not None:
         payload["context_length"] = context_length
     if ttl is not None:
+        # LM Studio's idle TTL ("ttl" in a request's payload, docs: Idle TTL and Auto-Evict);
+        # the load endpoint's own page does not list it, so it is sent only when asked for.
         payload["ttl"] = ttl
     timeout = max(float(get_settings().lmstudio_timeout), LOAD_TIMEOUT_FLOOR)
     body = await _call(service, "POST", "/api/v1/models/load", payload, wait=timeout)
