@@ -8,6 +8,8 @@ UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The browser the admin page's tests drive (Debian's package; Playwright downloads nothing).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test bench install install-runtime lint format migrate clean
 
@@ -38,8 +40,17 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Installed once, as root on Debian/Ubuntu (CI); elsewhere a note: the browser tests then
+# skip, or fail when CI is set.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "note: $(CHROMIUM) is missing; install Debian's chromium package to run tests/web"; \
+	fi
 
 # Long runs stay out of `make test`: gateway overhead vs direct and vs LiteLLM, streams,
 # memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).

@@ -16,6 +16,7 @@ from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.openai_compat import router as openai_router
 from app.api.v1 import api_router
+from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.services.llm.providers.clients import close_clients
@@ -93,6 +94,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(openai_router)
+    mount_admin_page(app)
     if settings.metrics_enabled:
         app.add_route("/metrics", _metrics, include_in_schema=False)
     return app

@@ -204,3 +204,27 @@ class LoginThrottle(SQLModel, table=True):
 class Token(SQLModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105
+
+
+# ── LM Studio model management (admin page) ──────────────────────────────────
+
+
+class LMStudioLoadRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    model: ModelName
+    context_length: int | None = Field(
+        default=None, ge=256, le=1_048_576, description="Tokens of context to load with"
+    )
+    ttl: int | None = Field(
+        default=None,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds of idleness after which LM Studio unloads the model",
+    )
+
+
+class LMStudioUnloadRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    model: ModelName

@@ -14,6 +14,10 @@ can be scripted to misbehave, one request at a time::
 Scripts are kept in one FIFO queue; each request takes the first script whose route
 matches its own (``"chat"``, ``"models"`` for ``/v1/models``, ``"native_models"`` for
 ``/api/v0/models``, ``"any"``). Requests with no script get the default answer.
+
+LM Studio 0.4's native REST API for model management is served too (``GET /api/v1/models``,
+``POST /api/v1/models/load``, ``POST /api/v1/models/unload``); ``rest_v1=False`` plays an
+older LM Studio that answers those paths with its "Unexpected endpoint" body.
 """
 
 from __future__ import annotations
@@ -152,6 +156,8 @@ _RESETTABLE = (
     "lmstudio_version",
     "stream_chunks",
     "chunk_interval",
+    "rest_v1",
+    "load_delay",
 )
 
 # Per-request storage (typed aiohttp keys).
@@ -185,6 +191,8 @@ class StandInServer:
         stream_chunks: When set, default text replies are exactly this many tokens long.
         chunk_interval: Seconds between streamed tokens of default replies.
         max_records: How many requests ``requests`` keeps (the newest); None keeps all.
+        rest_v1: Serve LM Studio 0.4's ``/api/v1/models`` (list, load, unload).
+        load_delay: Seconds ``POST /api/v1/models/load`` takes (a model loading).
     """
 
     def __init__(
@@ -204,6 +212,8 @@ class StandInServer:
         stream_chunks: int | None = None,
         chunk_interval: float = 0.0,
         max_records: int | None = 10_000,
+        rest_v1: bool = True,
+        load_delay: float = 0.0,
     ) -> None:
         if error_style not in ("lmstudio", "openai"):
             raise ValueError(f"error_style must be 'lmstudio' or 'openai', not {error_style!r}")
@@ -217,6 +227,8 @@ class StandInServer:
         self.lmstudio_version: LMStudioVersion = lmstudio_version
         self.stream_chunks = stream_chunks
         self.chunk_interval = chunk_interval
+        self.rest_v1 = rest_v1
+        self.load_delay = load_delay
         # The options above are plain attributes a test may change; reset() restores them.
         self._options = {k: getattr(self, k) for k in _RESETTABLE}
 
@@ -224,6 +236,7 @@ class StandInServer:
         self._initial_loaded = set(self._initial_models if loaded is None else loaded)
         self._models = list(self._initial_models)
         self._loaded = set(self._initial_loaded)
+        self._instance_ids: dict[str, list[str]] = {}  # loaded instances, when not just [model]
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -332,6 +345,9 @@ class StandInServer:
         app.router.add_post("/api/v0/chat/completions", self._chat)
         app.router.add_get("/api/v0/models", self._native_list)
         app.router.add_get("/api/v0/models/{model:.+}", self._native_get)
+        app.router.add_get("/api/v1/models", self._rest_list)
+        app.router.add_post("/api/v1/models/load", self._rest_load)
+        app.router.add_post("/api/v1/models/unload", self._rest_unload)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=0.25
@@ -461,17 +477,20 @@ class StandInServer:
         """Unload every model (chat requests then get LM Studio's "No models loaded")."""
         with self._lock:
             self._loaded.clear()
+            self._instance_ids.clear()
 
     def set_models(self, models: Sequence[str], loaded: Iterable[str] | None = None) -> None:
         """Replace the downloaded models (and which are loaded; default all)."""
         with self._lock:
             self._models = list(models)
             self._loaded = set(self._models if loaded is None else loaded)
+            self._instance_ids.clear()
 
     def set_loaded(self, loaded: Iterable[str]) -> None:
         """Choose which downloaded models are loaded."""
         with self._lock:
             self._loaded = set(loaded)
+            self._instance_ids.clear()
 
     def refuse(self) -> None:
         """Close the listening socket and every open connection: connects are refused."""
@@ -507,6 +526,7 @@ class StandInServer:
             self._disconnects = 0
             self._models = list(self._initial_models)
             self._loaded = set(self._initial_loaded)
+            self._instance_ids.clear()
             self._aborted.clear()
         self.disconnect_event.clear()
         if self.refusing:
@@ -751,6 +771,81 @@ class StandInServer:
                 wire.string_error(wire.STANDIN_NATIVE_MODEL_NOT_FOUND.format(model=model)), 404
             )
         return _json_response(wire.native_model_entry(model, model in loaded))
+
+    # ── LM Studio 0.4's REST API v1: list, load, unload ───────────────────────────────
+    # Shapes from https://lmstudio.ai/docs/developer/rest/{list,load,unload}.
+
+    def _instances(self, model: str) -> list[str]:
+        with self._lock:
+            if model not in self._loaded:
+                return []
+            return list(self._instance_ids.get(model, [model]))
+
+    async def _rest_list(self, request: web.Request) -> web.StreamResponse:
+        if not self.rest_v1 or self.error_style == "openai":
+            return await self._unknown(request)
+        models, _ = self._model_state()
+        entries = []
+        for model in models:
+            native = wire.native_model_entry(model, False)
+            instances = [
+                {"id": iid, "config": {"context_length": 4096}} for iid in self._instances(model)
+            ]
+            entries.append(
+                {
+                    "type": "embedding" if native["type"] == "embeddings" else "llm",
+                    "publisher": native["publisher"],
+                    "key": model,
+                    "display_name": model,
+                    "loaded_instances": instances,
+                    "max_context_length": native["max_context_length"],
+                    "format": "gguf",
+                }
+            )
+        return _json_response({"models": entries})
+
+    async def _rest_load(self, request: web.Request) -> web.StreamResponse:
+        if not self.rest_v1 or self.error_style == "openai":
+            return await self._unknown(request)
+        body = request[_RECORD].json
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or model not in self._model_state()[0]:
+            message = wire.STANDIN_NATIVE_MODEL_NOT_FOUND.format(model=model)
+            return _json_response(wire.openai_error(message, param="model"), 404)
+        if self.load_delay:
+            await asyncio.sleep(self.load_delay)
+        ids = self._instances(model)  # loaded already: LM Studio loads another instance
+        instance = f"{model}:{len(ids) + 1}" if ids else model
+        with self._lock:
+            self._loaded.add(model)
+            self._instance_ids[model] = [*ids, instance]
+        return _json_response(
+            {
+                "type": "llm",
+                "instance_id": instance,
+                "load_time_seconds": self.load_delay,
+                "status": "loaded",
+            }
+        )
+
+    async def _rest_unload(self, request: web.Request) -> web.StreamResponse:
+        if not self.rest_v1 or self.error_style == "openai":
+            return await self._unknown(request)
+        body = request[_RECORD].json
+        instance = body.get("instance_id") if isinstance(body, dict) else None
+        with self._lock:
+            owner = next(
+                (m for m in self._loaded if instance in self._instance_ids.get(m, [m])), None
+            )
+            if owner is None:
+                message = f"No loaded model instance with identifier '{instance}'"
+                return _json_response(wire.openai_error(message, param="instance_id"), 404)
+            left = [i for i in self._instance_ids.get(owner, [owner]) if i != instance]
+            self._instance_ids[owner] = left
+            if not left:
+                self._loaded.discard(owner)
+                del self._instance_ids[owner]
+        return _json_response({"instance_id": instance})
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:
         if self.error_style == "openai" or (

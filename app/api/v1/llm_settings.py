@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.core.config import LLMProvider, Settings
 from app.models import (
+    LLMSettings,
     LLMSettingsCreate,
     LLMSettingsPublic,
     LLMSettingsUpdate,
+    LMStudioLoadRequest,
     LMStudioModelPublic,
     LMStudioModelsDetail,
+    LMStudioUnloadRequest,
 )
-from app.services.llm.factory import lmstudio_service
+from app.services.llm.factory import PROVIDERS, lmstudio_service
+from app.services.llm.health import ProviderHealth, check_providers
+from app.services.llm.lmstudio_models import LoadResult, UnloadResult, load_model, unload_model
 from app.services.llm.providers.clients import redact_url
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService
 from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import (
+    SINGLETON_ID,
     EffectiveLLMSettings,
+    env_model,
     load_effective_settings,
     read_saved_row,
     save_llm_settings,
@@ -97,3 +105,108 @@ async def list_lmstudio_models(
         loaded=loaded,
         message=message,
     )
+
+
+# ── the admin page's view: fields, health, model management ─────────────────
+
+# Where a provider's models can be listed with their state; others take a typed name.
+DISCOVERY: dict[LLMProvider, str] = {
+    LLMProvider.LMSTUDIO: "/api/v1/llm-settings/lmstudio/models?detail=true",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One value a setting may take, with the words to show for it."""
+
+    value: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettingField:
+    """One setting as the admin page renders it: its value and where that comes from."""
+
+    name: str
+    """The key in a PATCH /api/v1/llm-settings body."""
+    label: str
+    kind: Literal["provider", "model"]
+    value: str | None
+    source: Literal["database", "environment", "unset"]
+    env: str
+    """The environment variable that supplies the default."""
+    provider: LLMProvider | None = None
+    choices: list[Choice] | None = None
+    discovery: str | None = None
+
+
+@router.get("/fields")
+async def read_setting_fields(
+    session: SessionDep, _admin: AdminUser, settings: SettingsDep
+) -> list[SettingField]:
+    """Each setting with its effective value and its source (saved or environment)."""
+    row = await session.get(LLMSettings, SINGLETON_ID)
+    effective = await load_effective_settings()
+    fields = [
+        SettingField(
+            name="provider",
+            label="Provider",
+            kind="provider",
+            value=effective.provider.value,
+            source="database" if row is not None else "environment",
+            env="LLM_PROVIDER",
+            choices=[Choice(p.value, cls.display_name) for p, cls in PROVIDERS.items()],
+        )
+    ]
+    for provider, service_class in PROVIDERS.items():
+        saved = getattr(row, f"{provider.value}_model", None) if row is not None else None
+        source: Literal["database", "environment", "unset"] = (
+            "database" if saved else "environment" if env_model(settings, provider) else "unset"
+        )
+        fields.append(
+            SettingField(
+                name=f"{provider.value}_model",
+                label=f"{service_class.display_name} model",
+                kind="model",
+                value=effective.model_for(provider),
+                source=source,
+                env=f"{service_class.env_prefix}_MODEL",
+                provider=provider,
+                discovery=DISCOVERY.get(provider),
+            )
+        )
+    return fields
+
+
+@router.get("/health")
+async def read_provider_health(
+    _admin: AdminUser,
+    settings: SettingsDep,
+    provider: Annotated[LLMProvider | None, Query(description="Check only this one")] = None,
+) -> list[ProviderHealth]:
+    """Each provider: configured, reachable, latency of a models listing, model count, key set.
+
+    Providers are asked concurrently with a short deadline (admin only).
+    """
+    effective = await load_effective_settings()
+    return await check_providers(settings, effective, [provider] if provider else None)
+
+
+@router.post("/lmstudio/models/load")
+async def load_lmstudio_model(
+    _admin: AdminUser,
+    service: Annotated[LMStudioService, Depends(lmstudio_service)],
+    body: LMStudioLoadRequest,
+) -> LoadResult:
+    """Load a model in LM Studio (>= 0.4), unless it is loaded already (admin only)."""
+    return await load_model(service, body.model, context_length=body.context_length, ttl=body.ttl)
+
+
+@router.post("/lmstudio/models/unload")
+async def unload_lmstudio_model(
+    _admin: AdminUser,
+    service: Annotated[LMStudioService, Depends(lmstudio_service)],
+    body: LMStudioUnloadRequest,
+) -> UnloadResult:
+    """Unload every loaded instance of a model in LM Studio (>= 0.4) (admin only)."""
+    return await unload_model(service, body.model)

@@ -79,6 +79,22 @@ ROUTES = [
         lambda: {"provider": "lmstudio", "lmstudio_model": "llama-3.2-3b-instruct"},
     ),
     Route("GET", "/api/v1/llm-settings/lmstudio/models", "user", 200),
+    Route("GET", "/api/v1/llm-settings/fields", "admin", 200),
+    Route("GET", "/api/v1/llm-settings/health?provider=lmstudio", "admin", 200),
+    Route(  # loaded already: nothing changes on the stand-in
+        "POST",
+        "/api/v1/llm-settings/lmstudio/models/load",
+        "admin",
+        200,
+        lambda: {"model": "llama-3.2-3b-instruct"},
+    ),
+    Route(
+        "POST",
+        "/api/v1/llm-settings/lmstudio/models/unload",
+        "admin",
+        404,
+        lambda: {"model": "not-downloaded"},
+    ),
     Route("POST", "/api/v1/llm/generate", "user", 200, lambda: dict(LLM_CALL)),
     Route("POST", "/api/v1/llm/stream", "user", 200, lambda: dict(LLM_CALL)),
     Route(

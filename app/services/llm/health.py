@@ -1,0 +1,105 @@
+"""Each provider's health for the admin page: configured, reachable, latency, model count.
+
+Every provider is asked at once, each with a short deadline, so the answer takes at most
+about `timeout` seconds however many providers are down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from app.core.config import LLMProvider, Settings
+from app.services.llm.errors import LLMError
+from app.services.llm.factory import PROVIDERS, build_service
+from app.services.llm.providers.clients import redact_url
+from app.services.llm.settings import EffectiveLLMSettings
+
+HEALTH_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    """One provider as the admin page shows it."""
+
+    provider: LLMProvider
+    display_name: str
+    active: bool
+    configured: bool
+    model: str | None
+    base_url: str
+    key_set: bool
+    reachable: bool | None
+    """None when the provider was not asked (not configured)."""
+    latency_ms: float | None
+    """How long listing its models took."""
+    model_count: int | None
+    error: str | None
+
+
+async def check_providers(
+    settings: Settings,
+    effective: EffectiveLLMSettings,
+    providers: list[LLMProvider] | None = None,
+    *,
+    deadline: float | None = None,
+) -> list[ProviderHealth]:
+    """The health of `providers` (default: every provider), checked concurrently."""
+    chosen = providers or list(LLMProvider)
+    deadline = HEALTH_TIMEOUT if deadline is None else deadline
+    return list(await asyncio.gather(*(_check(p, settings, effective, deadline) for p in chosen)))
+
+
+def _key_set(settings: Settings, provider: LLMProvider) -> bool:
+    key = getattr(settings, f"{provider.value}_api_key", None)
+    return key is not None and bool(key.get_secret_value())
+
+
+def _base_url(settings: Settings, provider: LLMProvider) -> str:
+    value = getattr(settings, f"{provider.value}_base_url", "")
+    return redact_url(value) if isinstance(value, str) else ""
+
+
+async def _check(
+    provider: LLMProvider, settings: Settings, effective: EffectiveLLMSettings, deadline: float
+) -> ProviderHealth:
+    service_class = PROVIDERS[provider]
+    model = effective.model_for(provider)
+
+    def health(
+        configured: bool,
+        reachable: bool | None,
+        latency: float | None,
+        count: int | None,
+        error: str | None,
+    ) -> ProviderHealth:
+        return ProviderHealth(
+            provider=provider,
+            display_name=service_class.display_name,
+            active=effective.provider == provider,
+            configured=configured,
+            model=model,
+            base_url=_base_url(settings, provider),
+            key_set=_key_set(settings, provider),
+            reachable=reachable,
+            latency_ms=latency,
+            model_count=count,
+            error=error,
+        )
+
+    try:
+        service_class.check_settings(settings)
+        service = build_service(provider, model or "-")
+    except LLMError as exc:
+        return health(False, None, None, None, exc.message)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(deadline):
+            count = len(await service.list_models())
+    except LLMError as exc:
+        return health(True, False, None, None, exc.message)
+    except TimeoutError:
+        message = f"{service_class.display_name} did not list its models within {deadline:g} s"
+        return health(True, False, None, None, message)
+    return health(True, True, round((time.perf_counter() - started) * 1000, 1), count, None)
