@@ -6,11 +6,12 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api.deps import SessionDep, SettingsDep
 from app.core.security import create_access_token
-from app.models import Token
+from app.models import Token, has_control_characters
 from app.services.users import authenticate
 
 router = APIRouter(tags=["login"])
@@ -23,6 +24,16 @@ async def login_access_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     """Exchange email (as `username`) and password for a Bearer access token."""
+    if has_control_characters(form.username):  # never sent to the database (NUL breaks it)
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "username"),
+                    "msg": "must not contain control characters",
+                    "type": "value_error",
+                }
+            ]
+        )
     user = await authenticate(session, form.username, form.password)
     if user is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Incorrect email or password")
