@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, status
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, require_admin
+from app.api.paging import Limit, Skip
 from app.models import User, UserCreate, UserPublic, UsersPublic, UserUpdate
 from app.services import users as user_service
 
@@ -25,8 +26,8 @@ async def read_me(user: CurrentUser) -> UserPublic:
 @router.get("", dependencies=[Depends(require_admin)])
 async def list_users(
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Skip = 0,
+    limit: Limit = 100,
 ) -> UsersPublic:
     """A page of users (admin only)."""
     rows, count = await user_service.list_users(session, skip, limit)
