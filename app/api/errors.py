@@ -87,6 +87,18 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: BaseException) -> JSONResponse:
+    request_id = _log_unhandled(request, exc)
+    if is_facade(request):
+        message = f"Internal server error (request id {request_id})"
+        response = openai_error(500, message, "server_error")
+    else:
+        content = {"detail": "Internal server error", "request_id": request_id}
+        response = JSONResponse(status_code=500, content=content)
+    response.headers["X-Request-ID"] = request_id
+    return response
+
+
+def _log_unhandled(request: Request, exc: BaseException) -> str:
     # Only types and stack frames are logged: an exception's message can quote a statement's
     # values (a database error's DETAIL, a driver's text) and with them hashes or secrets.
     request_id = uuid.uuid4().hex
@@ -98,14 +110,7 @@ async def _unhandled_error(request: Request, exc: BaseException) -> JSONResponse
         _type_name(exc),
         _traceback_without_messages(exc),
     )
-    if is_facade(request):
-        message = f"Internal server error (request id {request_id})"
-        response = openai_error(500, message, "server_error")
-    else:
-        content = {"detail": "Internal server error", "request_id": request_id}
-        response = JSONResponse(status_code=500, content=content)
-    response.headers["X-Request-ID"] = request_id
-    return response
+    return request_id
 
 
 def _path(request: Request) -> str:
@@ -171,7 +176,10 @@ class AnswerUnhandledErrors:
         try:
             await self.app(scope, receive, tracked)
         except Exception as exc:
-            if started:  # too late for another answer: the server must end the connection
-                raise
+            if started:
+                # Too late for another answer. Returning with the response unfinished makes
+                # the server close the connection, without logging the exception's text.
+                _log_unhandled(Request(scope), exc)
+                return
             response = await _unhandled_error(Request(scope), exc)
             await response(scope, receive, send)

@@ -17,10 +17,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from app.api.errors import install_error_handlers
 from app.core.config import get_settings, set_settings
 from app.core.db import dispose_engine, get_engine
 from tests.conftest import (
@@ -29,6 +32,7 @@ from tests.conftest import (
     POSTGRES_URL,
     UserFactory,
     free_port,
+    serve_app,
 )
 from tests.conftest import test_settings as settings_for
 
@@ -135,6 +139,31 @@ async def test_database_error_is_a_clean_500_and_no_hash_reaches_the_log(
     assert not _API_KEY_HASH.search(everything), everything
     assert "refused" not in everything  # PostgreSQL's text, which quotes the row
     assert "malformed" not in everything  # SQLite's
+
+
+async def test_error_after_the_response_started_ends_the_connection_and_logs_no_text() -> None:
+    secret = "$argon2id$v=19$m=65536,t=3,p=4$c2VjcmV0$mid-stream"
+    app = FastAPI()
+    install_error_handlers(app)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first chunk\n"
+        raise RuntimeError(secret)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    running = await serve_app(app)
+    try:
+        with captured_logs() as logs:
+            async with httpx.AsyncClient(base_url=running.base_url) as http:
+                with pytest.raises(httpx.RemoteProtocolError):  # cut short, not "complete"
+                    await http.get("/stream")
+    finally:
+        await running.stop()
+    assert any("unhandled error" in line and "RuntimeError" in line for line in logs), logs
+    assert not any(secret in line for line in logs), logs
 
 
 async def test_database_error_text_holds_no_statement_values(database_url: str) -> None:
