@@ -58,18 +58,18 @@ def _timestamp() -> UTCDateTime:
 # Characters no stored text may hold: C0/C1 controls and DEL (NUL breaks PostgreSQL, CR/LF
 # forge log lines), lone surrogates (not encodable as UTF-8), and the Unicode line and
 # paragraph separators. Format characters stay allowed: names need ZWNJ, emoji need ZWJ.
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
-
-
-def _plain(value: str) -> str:
-    if _FORBIDDEN.search(value):
-        raise ValueError("must not contain control characters")
-    return value
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
 
 def has_control_characters(value: str) -> bool:
     """True when `value` holds a character `PlainText` refuses."""
     return _FORBIDDEN.search(value) is not None
+
+
+def _plain(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 NO_CONTROL_CHARACTERS = AfterValidator(_plain)

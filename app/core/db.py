@@ -81,10 +81,11 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
-# SQLite primary result codes that mean "the file cannot be used now", not "this SQL is wrong".
-_SQLITE_UNAVAILABLE = {3, 5, 6, 8, 10, 11, 13, 14, 26}  # PERM BUSY LOCKED READONLY IOERR
-# CORRUPT FULL CANTOPEN NOTADB. PostgreSQL SQLSTATE classes: connection exception,
-# insufficient resources, operator intervention (shutdown, terminated backend).
+# Errors meaning "the database cannot serve now" rather than "this statement is wrong".
+# SQLite primary result codes: PERM, BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
+# NOTADB. PostgreSQL SQLSTATE classes: connection exception, insufficient resources,
+# operator intervention (shutdown, terminated backend).
+_SQLITE_UNAVAILABLE = {3, 5, 6, 8, 10, 11, 13, 14, 26}
 _POSTGRES_UNAVAILABLE = ("08", "53", "57P")
 
 
