@@ -84,6 +84,14 @@ async def test_login_username_with_control_characters_is_422_and_keeps_the_conne
     assert (await client.get("/api/v1/health")).status_code == 200
 
 
+async def test_login_password_with_nul_is_just_a_wrong_password(client: httpx.AsyncClient) -> None:
+    # A password is only hashed and compared, never stored: no reason to answer differently.
+    form = {"username": ADMIN_EMAIL, "password": "admin\x00password"}
+    response = await client.post("/api/v1/login/access-token", data=form)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": "Incorrect email or password"}
+
+
 async def test_readable_unicode_is_stored_as_sent(
     client: httpx.AsyncClient, admin_headers: Headers, make_user: UserFactory
 ) -> None:
