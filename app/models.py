@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    StringConstraints,
+    WithJsonSchema,
+)
 from sqlmodel import Field, SQLModel
 
 from app.core.config import LLMProvider
@@ -19,39 +26,97 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _timestamp() -> sa.DateTime:
-    return sa.DateTime(timezone=True)
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (UTC).
+
+    PostgreSQL keeps the offset itself; SQLite stores the text without one and hands back
+    naive datetimes, which the API would then emit without a time zone.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, _dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware one (see utcnow())")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, _dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _timestamp() -> UTCDateTime:
+    return UTCDateTime()
+
+
+# Characters no stored text may hold: C0/C1 controls and DEL (NUL breaks PostgreSQL, CR/LF
+# forge log lines), lone surrogates (not encodable as UTF-8), and the Unicode line and
+# paragraph separators. Format characters stay allowed: names need ZWNJ, emoji need ZWJ.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+
+
+def has_control_characters(value: str) -> bool:
+    """True when `value` holds a character `PlainText` refuses."""
+    return _FORBIDDEN.search(value) is not None
+
+
+def _plain(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+NO_CONTROL_CHARACTERS = AfterValidator(_plain)
+
+PlainText = Annotated[str, NO_CONTROL_CHARACTERS]
+"""A string that may be stored: any text but control characters (422 otherwise)."""
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 # Emails are stored lower-cased, so lookups and the unique index are case-insensitive.
-Email = Annotated[EmailStr, AfterValidator(str.lower)]
 MAX_EMAIL_LENGTH = 255
+# Lower-cased before validation, so what is stored is the validator's own normal form.
+# Internationalised addresses (RFC 6531) are accepted, so the schema says `idn-email`.
+Email = Annotated[
+    EmailStr,
+    BeforeValidator(_lower),
+    WithJsonSchema({"type": "string", "format": "idn-email", "maxLength": MAX_EMAIL_LENGTH}),
+]
 
 # ── users ────────────────────────────────────────────────────────────────────
 
 
 class UserBase(SQLModel):
     email: Email = Field(max_length=MAX_EMAIL_LENGTH, unique=True, index=True)
-    full_name: str | None = Field(default=None, max_length=255)
+    full_name: PlainText | None = Field(default=None, max_length=255)
     is_active: bool = True
     is_superuser: bool = False
 
 
 class UserCreate(UserBase):
-    password: str = Field(min_length=8, max_length=128)
+    password: PlainText = Field(min_length=8, max_length=128)
 
 
 class UserUpdate(SQLModel):
     email: Email | None = Field(default=None, max_length=255)
-    full_name: str | None = Field(default=None, max_length=255)
-    password: str | None = Field(default=None, min_length=8, max_length=128)
+    full_name: PlainText | None = Field(default=None, max_length=255)
+    password: PlainText | None = Field(default=None, min_length=8, max_length=128)
     is_active: bool | None = None
     is_superuser: bool | None = None
 
 
 class UpdatePassword(SQLModel):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=8, max_length=128)
+    new_password: PlainText = Field(min_length=8, max_length=128)
 
 
 class User(UserBase, table=True):
@@ -77,7 +142,7 @@ class UsersPublic(SQLModel):
 
 
 class ApiKeyBase(SQLModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: PlainText = Field(min_length=1, max_length=100)
 
 
 class ApiKeyCreate(ApiKeyBase):
@@ -109,16 +174,10 @@ class ApiKeyCreated(ApiKeyPublic):
 # ── LLM settings ─────────────────────────────────────────────────────────────
 
 
-def _printable(value: str) -> str:
-    if any(unicodedata.category(char).startswith("C") for char in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
 ModelName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_printable),
+    NO_CONTROL_CHARACTERS,
 ]
 
 

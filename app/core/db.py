@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,21 +21,100 @@ from app.core.config import get_settings
 _engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
+CONNECT_TIMEOUT = 5  # seconds: a dead database fails a request fast instead of hanging it
+
+
+class DatabaseUnavailableError(Exception):
+    """No connection to the database could be opened; `reason` says why, without secrets."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 def create_engine(database_url: str) -> AsyncEngine:
-    """Build an engine for `database_url`, creating a SQLite file's folder if needed."""
+    """Build an engine for `database_url`, creating a SQLite file's folder if needed.
+
+    Statement parameters never appear in an error's text or a log line (they hold password
+    and API-key hashes); a failure to connect raises DatabaseUnavailableError.
+    """
     url = make_url(database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": not url.drivername.startswith("sqlite")}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": not url.drivername.startswith("sqlite"),
+        "hide_parameters": True,
+    }
     if url.drivername.startswith("sqlite"):
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            # Best effort: if it cannot be made, connecting fails and says so (503).
+            with contextlib.suppress(OSError):
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     elif url.drivername.endswith("asyncpg"):
-        kwargs["connect_args"] = {"timeout": 5}  # fail fast instead of hanging a request
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT}
     engine = create_async_engine(url, **kwargs)
+    event.listen(engine.sync_engine, "do_connect", _connect)
     if url.drivername.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        raise DatabaseUnavailableError(_connect_failure(exc)) from exc
+
+
+def _connect_failure(exc: Exception) -> str:
+    # Messages from the server or the OS name the database, host or user, never a password.
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT} s"
+    if isinstance(exc, OSError):
+        return f"cannot connect ({exc.strerror or type(exc).__name__})"
+    if isinstance(exc, asyncpg.PostgresError | sqlite3.Error):
+        return _first_line(exc)
+    return f"cannot connect ({type(exc).__name__})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+# Errors meaning "the database cannot serve now" rather than "this statement is wrong".
+# SQLite primary result codes: PERM, BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
+# NOTADB. PostgreSQL SQLSTATE classes: connection exception, insufficient resources,
+# operator intervention (shutdown, terminated backend).
+_SQLITE_UNAVAILABLE = {3, 5, 6, 8, 10, 11, 13, 14, 26}
+_POSTGRES_UNAVAILABLE = ("08", "53", "57P")
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the database cannot serve now, if that is what `exc` means; None for other errors.
+
+    The reason is safe to show a caller: no statement parameters, no DSN password.
+    """
+    if isinstance(exc, DatabaseUnavailableError):
+        return exc.reason
+    if isinstance(exc, PoolTimeoutError):
+        return "every connection is busy (pool timeout)"
+    if not isinstance(exc, DBAPIError):
+        return None
+    if exc.connection_invalidated:
+        return "connection lost"
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        if (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF in _SQLITE_UNAVAILABLE:
+            return _first_line(orig)
+        if str(orig).startswith("no such table"):
+            return f"{_first_line(orig)}: run `python -m app migrate`"
+        return None
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    if sqlstate.startswith(_POSTGRES_UNAVAILABLE):
+        return f"connection failed (SQLSTATE {sqlstate})"
+    if sqlstate == "42P01":  # undefined_table
+        return "tables missing: run `python -m app migrate`"
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

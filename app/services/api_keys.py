@@ -24,10 +24,16 @@ async def issue_api_key(
     return row, key
 
 
-async def list_api_keys(session: AsyncSession, user: User) -> list[ApiKey]:
-    """The user's keys, newest first, revoked ones included."""
+async def list_api_keys(
+    session: AsyncSession, user: User, skip: int = 0, limit: int | None = None
+) -> list[ApiKey]:
+    """A page of the user's keys, newest first, revoked ones included."""
     result = await session.exec(
-        select(ApiKey).where(ApiKey.user_id == user.id).order_by(col(ApiKey.created_at).desc())
+        select(ApiKey)
+        .where(ApiKey.user_id == user.id)
+        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id))
+        .offset(skip)
+        .limit(limit)
     )
     return list(result.all())
 

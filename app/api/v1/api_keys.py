@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import CurrentUser, SessionDep
+from app.api.paging import Limit, Skip
 from app.models import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from app.services import api_keys as key_service
 
@@ -23,9 +24,12 @@ async def create_api_key(
 
 
 @router.get("")
-async def list_api_keys(session: SessionDep, user: CurrentUser) -> list[ApiKeyPublic]:
-    """The current user's keys (without the keys themselves)."""
-    return [ApiKeyPublic.model_validate(k) for k in await key_service.list_api_keys(session, user)]
+async def list_api_keys(
+    session: SessionDep, user: CurrentUser, skip: Skip = 0, limit: Limit = 100
+) -> list[ApiKeyPublic]:
+    """A page of the current user's keys, newest first (without the keys themselves)."""
+    rows = await key_service.list_api_keys(session, user, skip, limit)
+    return [ApiKeyPublic.model_validate(k) for k in rows]
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

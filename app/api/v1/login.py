@@ -6,12 +6,13 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api.deps import SessionDep, SettingsDep, admit_login_attempt
 from app.core.config import Settings
 from app.core.security import create_access_token
-from app.models import Token, User
+from app.models import Token, User, has_control_characters
 from app.services import login_throttle
 from app.services.users import authenticate
 
@@ -42,6 +43,16 @@ async def login_access_token(
     """Exchange email (as `username`) and password for a Bearer access token.
 
     Failed attempts are limited per account and per client (429 with Retry-After)."""
+    if has_control_characters(form.username):  # never sent to the database (NUL breaks it)
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "username"),
+                    "msg": "must not contain control characters",
+                    "type": "value_error",
+                }
+            ]
+        )
     ticket = await admit_login_attempt(session, settings, request, form.username)
     user = await authenticate(session, form.username, form.password)
     if user is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from app.api.deps import (
     AdminUser,
@@ -15,6 +15,7 @@ from app.api.deps import (
     admit_login_attempt,
     require_admin,
 )
+from app.api.paging import Limit, Skip
 from app.api.v1.login import issue_token
 from app.models import Token, UpdatePassword, User, UserCreate, UserPublic, UsersPublic, UserUpdate
 from app.services import login_throttle
@@ -63,8 +64,8 @@ async def change_my_password(
 @router.get("", dependencies=[Depends(require_admin)])
 async def list_users(
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Skip = 0,
+    limit: Limit = 100,
 ) -> UsersPublic:
     """A page of users (admin only)."""
     rows, count = await user_service.list_users(session, skip, limit)

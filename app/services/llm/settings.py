@@ -23,6 +23,8 @@ from typing import Any, Literal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -226,24 +228,36 @@ async def save_llm_settings(
 ) -> EffectiveLLMSettings:
     """Apply `changes` (creating the row if absent) and make every worker see them.
 
-    `create=True` means the caller has just found no row: it is inserted without another
-    read (a concurrent insert then fails on the primary key). Raises LLMConfigurationError
-    when the active provider would be left without a model.
+    One statement writes: an insert that, when the row exists, updates it instead (INSERT
+    ... ON CONFLICT DO UPDATE, bumping `version` in the database), so concurrent first saves
+    serialise on the row instead of failing. With `create=True` (POST) an existing row is an
+    IntegrityError (409). The merged row is then checked: LLMConfigurationError, with nothing
+    saved, when the active provider would be left without a model.
     """
     settings = get_settings()
-    row = None if create else await read_saved_row(session)
-    if row is None:
-        row = LLMSettings(id=SINGLETON_ID, provider=settings.llm_provider, version=0)
-    for field, value in changes.model_dump(exclude_unset=True).items():
-        setattr(row, field, value)
+    values = changes.model_dump(exclude_unset=True)
+    now = utcnow()
+    fresh = LLMSettings(id=SINGLETON_ID, provider=settings.llm_provider, version=1)
+    fresh.sqlmodel_update({**values, "updated_at": now, "updated_by": user_id})
+    table = LLMSettings.metadata.tables[str(LLMSettings.__tablename__)]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(fresh.model_dump())
+    if not create:
+        bump = {"version": table.c.version + 1, "updated_at": now, "updated_by": user_id}
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.id], set_={**values, **bump}
+        )
+    result = await session.exec(statement.returning(*table.c))
+    row = LLMSettings(**result.mappings().one())
     saved = _snapshot(row)
     assert saved is not None
-    check_usable(combine(saved, settings), saved.provider, settings)
-    row.version += 1
-    row.updated_at = utcnow()
-    row.updated_by = user_id
-    session.add(row)
-    if session.get_bind().dialect.name == "postgresql":
+    try:
+        check_usable(combine(saved, settings), saved.provider, settings)
+    except LLMConfigurationError:
+        await session.rollback()
+        raise
+    if dialect == "postgresql":
         # Delivered to every listening worker when (and only if) this transaction commits.
         await session.exec(  # type: ignore[call-overload]
             text("SELECT pg_notify(:channel, :version)"),
@@ -251,7 +265,7 @@ async def save_llm_settings(
         )
     await session.commit()
     invalidate_cache()
-    return combine(_snapshot(row), settings)
+    return combine(saved, settings)
 
 
 def check_usable(

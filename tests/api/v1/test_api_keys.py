@@ -58,3 +58,20 @@ async def test_key_name_is_validated(client: httpx.AsyncClient, make_user: UserF
     for body in ({}, {"name": ""}, {"name": "x" * 101}):
         response = await client.post("/api/v1/api-keys", json=body, headers=user.headers)
         assert response.status_code == 422, body
+
+
+async def test_keys_are_paged_and_paging_is_bounded(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    user = await make_user()
+    for name in ("first", "second", "third"):
+        created = await client.post("/api/v1/api-keys", json={"name": name}, headers=user.headers)
+        assert created.status_code == 201
+    page = await client.get("/api/v1/api-keys?skip=1&limit=1", headers=user.headers)
+    assert page.status_code == 200, page.text
+    assert [k["name"] for k in page.json()] == ["second"]
+    empty = await client.get(f"/api/v1/api-keys?skip={2**31 - 1}", headers=user.headers)
+    assert empty.json() == []
+    for query in ("skip=-1", "skip=9223372036854775808", "limit=0", "limit=501"):
+        response = await client.get(f"/api/v1/api-keys?{query}", headers=user.headers)
+        assert response.status_code == 422, (query, response.text)

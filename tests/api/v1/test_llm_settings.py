@@ -266,3 +266,37 @@ async def test_racing_posts_create_once(
         *(client.post("/api/v1/llm-settings", json=body, headers=admin_headers) for _ in range(4))
     )
     assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
+
+
+async def test_racing_first_patches_all_apply_once_each(
+    client: httpx.AsyncClient, llm_env: LLMEnv, admin_headers: Headers
+) -> None:
+    bodies = [{"provider": "lmstudio", "lmstudio_model": f"model-{i}"} for i in range(20)]
+    responses = await asyncio.gather(
+        *(client.patch("/api/v1/llm-settings", json=b, headers=admin_headers) for b in bodies)
+    )
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
+    # Each save is one version: none lost, none counted twice.
+    assert sorted(r.json()["version"] for r in responses) == list(range(1, 21))
+    last = next(r.json() for r in responses if r.json()["version"] == 20)
+    final = (await client.get("/api/v1/llm-settings", headers=admin_headers)).json()
+    assert final["version"] == 20
+    assert final["lmstudio_model"] == last["lmstudio_model"]
+    assert final["source"] == "database"
+
+
+async def test_patch_refused_by_validation_saves_nothing(
+    client: httpx.AsyncClient, llm_env: LLMEnv, admin_headers: Headers
+) -> None:
+    llm_env.set(lmstudio_model=None)
+    refused = await client.patch(
+        "/api/v1/llm-settings", json={"provider": "lmstudio"}, headers=admin_headers
+    )
+    assert refused.status_code == 400, refused.text
+    after = (await client.get("/api/v1/llm-settings", headers=admin_headers)).json()
+    assert after["source"] == "environment"
+    assert after["version"] == 0
+    saved = await client.patch(
+        "/api/v1/llm-settings", json={"lmstudio_model": "m"}, headers=admin_headers
+    )
+    assert saved.json()["version"] == 1

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, UserFactory, login
 
@@ -146,3 +147,24 @@ async def test_racing_creates_of_one_email_give_one_201_and_409s(
     )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201, 409, 409, 409, 409], [r.text for r in responses]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["skip=-1", "skip=9223372036854775808", "skip=1e99", "limit=0", "limit=501", "limit=-5"],
+)
+async def test_out_of_range_paging_is_422_naming_the_parameter(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], query: str
+) -> None:
+    response = await client.get(f"/api/v1/users?{query}", headers=admin_headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", query.split("=")[0]]
+
+
+async def test_largest_skip_is_an_empty_page(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.get(f"/api/v1/users?skip={2**31 - 1}", headers=admin_headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == []
+    assert response.json()["count"] >= 1
