@@ -39,7 +39,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
-from referencing.exceptions import NoSuchResource
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 MAX_SCHEMA_CHARS = 65_536  # about the size of its compact JSON
 MAX_SCHEMA_DEPTH = 32  # JSON nesting levels
@@ -236,6 +236,10 @@ class GuardedSchema:
             )
         except RecursionError:
             raise ReplyNotValidatedError("the schema nests too deeply to validate") from None
+        except Unresolvable as exc:  # the guard admits only resolvable refs; never a 500 anyway
+            raise ReplyNotValidatedError(
+                f"the schema's $ref {exc.ref!r} cannot be resolved"
+            ) from None
         return [
             f"{'.'.join(str(p) for p in err.absolute_path) or 'value'}: {err.message}"
             for err in errors[:10]
@@ -287,8 +291,8 @@ def guard_schema(schema: Any) -> GuardedSchema:
 
 
 async def guard_schema_off_loop(schema: Any, limit: float = VALIDATION_TIMEOUT) -> GuardedSchema:
-    """`guard_schema` in the validation threads: checking a large schema against the
-    meta-schema takes jsonschema up to about a second, which the event loop must not wait on."""
+    """`guard_schema` in the validation threads, the last verdicts remembered: checking a
+    large schema takes a few hundred milliseconds, which the event loop must not wait on."""
     if not isinstance(schema, dict):
         raise UnsafeSchemaError("the schema must be a JSON object")
     check_size(schema)  # cheap, and spares the threads an oversized schema

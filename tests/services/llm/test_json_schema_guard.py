@@ -41,6 +41,7 @@ def _chain(length: int) -> dict[str, Any]:
     [
         {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
         {"$schema": guard.DRAFT_2020_12 + "#", "$id": "https://example.com/p", "type": "object"},
+        {"$id": "https://example.com/p", "$defs": {"a": {}}, "$ref": "#/$defs/a"},
         {"$defs": {"x": {"$anchor": "name", "type": "string"}}, "$ref": "#name"},
         {"definitions": {"a b": {"type": "string"}}, "$ref": "#/definitions/a%20b"},
         {"$defs": {"a/b": {"type": "string"}}, "$ref": "#/$defs/a~1b"},
@@ -155,6 +156,9 @@ def test_the_validator_never_retrieves(remote: tuple[str, list[str]], tmp_path: 
         validator = guard.GuardedValidator({"$ref": ref}, registry=guard.NO_RETRIEVAL)
         with pytest.raises(Unresolvable):
             validator.is_valid("x")
+        unguarded = guard.GuardedSchema({"$ref": ref}, 64, validator)
+        with pytest.raises(ReplyNotValidatedError, match="cannot be resolved"):
+            unguarded.validate("x")
     assert hits == []
 
 
