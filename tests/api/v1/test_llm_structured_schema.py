@@ -192,13 +192,22 @@ async def test_file_ref_is_named_and_not_read(
     assert "the-secret-value" not in response.text
 
 
-@pytest.mark.parametrize("depth", [300, 10_000])
+@pytest.mark.parametrize(
+    ("depth", "status", "message"),
+    [
+        (300, 422, "the schema nests deeper than 32 levels"),
+        # Past the JSON parser's own depth limit: FastAPI's answer to a body it cannot parse.
+        (10_000, 400, "There was an error parsing the body"),
+    ],
+)
 async def test_deeply_nested_body(
     client: httpx.AsyncClient,
     llm_no_retries: LLMEnv,
     admin_headers: Headers,
     no_server_errors: ServerGuard,
     depth: int,
+    status: int,
+    message: str,
 ) -> None:
     body = '{"prompt": "x", "schema": ' + '{"not": ' * depth + "{}" + "}" * depth + "}"
     response = await _post_with_health(
@@ -206,31 +215,8 @@ async def test_deeply_nested_body(
         admin_headers | {"Content-Type": "application/json"},
         content=body.encode(),
     )
-    assert 400 <= response.status_code < 500, response.text
-
-
-@pytest.mark.parametrize(
-    ("case", "schema", "reply", "message"), HOSTILE_REPLIES, ids=[c for c, *_ in HOSTILE_REPLIES]
-)
-async def test_hostile_reply_is_invalid_not_a_crash(
-    client: httpx.AsyncClient,
-    llm_no_retries: LLMEnv,
-    upstream: StandInServer,
-    admin_headers: Headers,
-    no_server_errors: ServerGuard,
-    case: str,
-    schema: dict[str, Any],
-    reply: str,
-    message: str,
-) -> None:
-    upstream.reply(reply, times=None)
-    response = await _post_with_health(
-        client, admin_headers, json={"prompt": "x", "schema": schema}
-    )
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["type"] == "llm_validation_error"
-    assert message in body["detail"]
+    assert response.status_code == status, response.text
+    assert message in response.text
 
 
 async def test_accepted_pattern_still_validates(
