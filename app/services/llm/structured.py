@@ -14,6 +14,7 @@ returned.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ T = TypeVar("T")
 DEFAULT_MAX_TOKENS = 1024
 MAX_RAW_IN_REPAIR = 1500
 MAX_ERRORS_IN_REPAIR = 600
+MAX_JSON_STARTS = 256
 VARIED_TEMPERATURE = 0.7  # the least heat for a request that must get another reply
 MAX_TEMPERATURE = 2.0  # the most the OpenAI API accepts
 
@@ -327,30 +329,38 @@ def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
+_JSON_START = re.compile(r"[{\[]")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
 def extract_json(text: str) -> Any:
-    """The JSON value in a reply, tolerating `<think>` blocks, code fences and chatter."""
+    """The JSON value in a reply, tolerating `<think>` blocks, code fences and chatter.
+
+    Only the first MAX_JSON_STARTS brackets are tried as the start of the value: each try
+    may read to the end of the text, so trying them all is quadratic (a hostile 60 KB reply
+    of brackets took 10 s).
+    """
     text = _THINK.sub("", text).strip()
     candidates = [text, *(m.group(1).strip() for m in _FENCE.finditer(text))]
+    too_deep = False  # the C parser's own depth limit was hit
     for candidate in candidates:
         try:
             return json.loads(candidate)
         except ValueError:
             pass
-        except RecursionError:  # the C parser's own depth limit: nothing to find deeper in
-            raise ValueError("the reply nests too deeply") from None
+        except RecursionError:
+            too_deep = True
     decoder = json.JSONDecoder()
-    for index, char in enumerate(text):
-        if char in "{[":
-            try:
-                return decoder.raw_decode(text, index)[0]
-            except ValueError:
-                continue
-            except RecursionError:
-                raise ValueError("the reply nests too deeply") from None
-    raise ValueError("the reply contains no JSON object")
+    for start in itertools.islice(_JSON_START.finditer(text), MAX_JSON_STARTS):
+        try:
+            return decoder.raw_decode(text, start.start())[0]
+        except ValueError:
+            continue
+        except RecursionError:
+            too_deep = True
+    raise ValueError(
+        "the reply nests too deeply" if too_deep else "the reply contains no JSON object"
+    )
 
 
 def _response_format(

@@ -2,7 +2,7 @@
 
 Each attack answers 422 (or, for a hostile reply, a clear non-500 error), nothing is fetched or
 opened, the server keeps answering /api/v1/health meanwhile, and the app logs no traceback.
-`HOSTILE_SCHEMAS` is exported for soak tests.
+`HOSTILE_SCHEMAS` (with `{remote}` to fill in) and `HOSTILE_REPLIES` are exported for soak tests.
 """
 
 from __future__ import annotations
@@ -68,6 +68,25 @@ HOSTILE_SCHEMAS: list[tuple[str, dict[str, Any], str]] = [
         },
         "expands to more than",
     ),
+]
+
+
+PATTERN_SCHEMA = {
+    "type": "object",
+    "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+    "required": ["s"],
+}
+# (id, an accepted schema, what the stand-in replies, a fragment of the 422 message).
+HOSTILE_REPLIES: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "catastrophic_pattern",
+        PATTERN_SCHEMA,
+        json.dumps({"s": "a" * 5000 + "!"}),
+        "does not match '^(a+)+$'",
+    ),
+    ("deep_reply_100", DEEP_TREE, '{"c": ' * 100 + "{}" + "}" * 100, "levels deep; at most"),
+    ("deep_reply_5000", DEEP_TREE, '{"c": ' * 5000 + "{}" + "}" * 5000, "nests too deeply"),
+    ("bracket_flood", DEEP_TREE, ("[" * 900 + "x") * 60, "no JSON object"),
 ]
 
 
@@ -173,13 +192,22 @@ async def test_file_ref_is_named_and_not_read(
     assert "the-secret-value" not in response.text
 
 
-@pytest.mark.parametrize("depth", [300, 10_000])
+@pytest.mark.parametrize(
+    ("depth", "status", "message"),
+    [
+        (300, 422, "the schema nests deeper than 32 levels"),
+        # Past the JSON parser's own depth limit: FastAPI's answer to a body it cannot parse.
+        (10_000, 400, "There was an error parsing the body"),
+    ],
+)
 async def test_deeply_nested_body(
     client: httpx.AsyncClient,
     llm_no_retries: LLMEnv,
     admin_headers: Headers,
     no_server_errors: ServerGuard,
     depth: int,
+    status: int,
+    message: str,
 ) -> None:
     body = '{"prompt": "x", "schema": ' + '{"not": ' * depth + "{}" + "}" * depth + "}"
     response = await _post_with_health(
@@ -187,29 +215,8 @@ async def test_deeply_nested_body(
         admin_headers | {"Content-Type": "application/json"},
         content=body.encode(),
     )
-    assert 400 <= response.status_code < 500, response.text
-
-
-async def test_catastrophic_pattern_is_matched_in_linear_time(
-    client: httpx.AsyncClient,
-    llm_no_retries: LLMEnv,
-    upstream: StandInServer,
-    admin_headers: Headers,
-    no_server_errors: ServerGuard,
-) -> None:
-    schema = {
-        "type": "object",
-        "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
-        "required": ["s"],
-    }
-    upstream.reply_json({"s": "a" * 5000 + "!"}, times=None)
-    response = await _post_with_health(
-        client, admin_headers, json={"prompt": "x", "schema": schema}
-    )
-    assert response.status_code == 422
-    body = response.json()
-    assert body["type"] == "llm_validation_error"
-    assert "does not match '^(a+)+$'" in body["detail"]
+    assert response.status_code == status, response.text
+    assert message in response.text
 
 
 async def test_accepted_pattern_still_validates(
@@ -223,24 +230,6 @@ async def test_accepted_pattern_still_validates(
     response = await client.post(URL, headers=admin_headers, json={"prompt": "x", "schema": schema})
     assert response.status_code == 200, response.text
     assert response.json()["data"] == {"s": "aaaa"}
-
-
-@pytest.mark.parametrize("reply_depth", [100, 5000])
-async def test_deep_reply_to_a_recursive_schema_is_invalid_not_a_crash(
-    client: httpx.AsyncClient,
-    llm_no_retries: LLMEnv,
-    upstream: StandInServer,
-    admin_headers: Headers,
-    no_server_errors: ServerGuard,
-    reply_depth: int,
-) -> None:
-    upstream.reply('{"c": ' * reply_depth + "{}" + "}" * reply_depth, times=None)
-    response = await _post_with_health(
-        client, admin_headers, json={"prompt": "x", "schema": DEEP_TREE}
-    )
-    assert response.status_code == 422, response.text
-    assert response.json()["type"] == "llm_validation_error"
-    assert "nest" in response.json()["detail"]
 
 
 async def test_recursive_schema_validates_a_tree(

@@ -41,6 +41,7 @@ def _chain(length: int) -> dict[str, Any]:
     [
         {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
         {"$schema": guard.DRAFT_2020_12 + "#", "$id": "https://example.com/p", "type": "object"},
+        {"$id": "https://example.com/p", "$defs": {"a": {}}, "$ref": "#/$defs/a"},
         {"$defs": {"x": {"$anchor": "name", "type": "string"}}, "$ref": "#name"},
         {"definitions": {"a b": {"type": "string"}}, "$ref": "#/definitions/a%20b"},
         {"$defs": {"a/b": {"type": "string"}}, "$ref": "#/$defs/a~1b"},
@@ -155,6 +156,9 @@ def test_the_validator_never_retrieves(remote: tuple[str, list[str]], tmp_path: 
         validator = guard.GuardedValidator({"$ref": ref}, registry=guard.NO_RETRIEVAL)
         with pytest.raises(Unresolvable):
             validator.is_valid("x")
+        unguarded = guard.GuardedSchema({"$ref": ref}, 64, validator)
+        with pytest.raises(ReplyNotValidatedError, match="cannot be resolved"):
+            unguarded.validate("x")
     assert hits == []
 
 
@@ -166,3 +170,51 @@ async def test_off_loop_check_and_its_time_limit() -> None:
     slow = guard_schema({"type": "array", "items": {"anyOf": [{"type": "string"}] * 50}})
     with pytest.raises(ReplyNotValidatedError, match="took longer than"):
         await slow.validate_off_loop(list(range(100_000)), limit=0.01)
+
+
+META_CORPUS: list[Any] = [
+    {"type": "strin"},
+    {"properties": {"a": {"minimum": "x"}}},
+    {"$defs": {"a": {"items": 3}}},
+    {"allOf": [{"pattern": 3}]},
+    {"dependentSchemas": {"a": {"type": 5}}},
+    {"$anchor": "1bad"},
+    {"unevaluatedProperties": {"type": 1}},
+    {"definitions": {"x": {"type": 2}}},
+    {"dependencies": {"a": 3}},
+    {"required": ["a", "a"]},
+    {"$ref": 5},
+    {"minLength": -1},
+    {"allOf": []},
+    {"properties": {"a": {"not": {"prefixItems": [{"$id": 3}]}}}},
+    {"$defs": {"a": {"$defs": {"b": {"if": {"type": "nope"}}}}}},
+    {"contentSchema": {"type": 3}},
+    {"$id": "has#fragment"},
+    5,
+    [],
+    True,
+    {"enum": []},
+    {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}},
+    {"$defs": {"a": {"items": {}}}, "$ref": "#/$defs/a"},
+    {"unevaluatedProperties": False, "dependencies": {"a": ["b"]}},
+    {"$dynamicRef": "#meta", "$dynamicAnchor": "meta"},
+    {"properties": {"$ref": {"type": "string"}, "$dynamicRef": {"const": 1}}},
+]
+
+
+@pytest.mark.parametrize("schema", META_CORPUS)
+def test_flat_meta_schema_agrees_with_jsonschema(schema: Any) -> None:
+    flat = guard.Draft202012Validator(guard.flat_meta_schema(), registry=guard.NO_RETRIEVAL)
+    stock = guard.Draft202012Validator(guard.Draft202012Validator.META_SCHEMA)
+    assert flat.is_valid(schema) == stock.is_valid(schema)
+
+
+async def test_recent_verdicts_are_reused() -> None:
+    schema = {"type": "object", "properties": {"b": {}, "a": {}}}
+    first = await guard_schema_off_loop(schema)
+    assert await guard_schema_off_loop(json.loads(json.dumps(schema))) is first
+    reordered = await guard_schema_off_loop({"type": "object", "properties": {"a": {}, "b": {}}})
+    assert list(reordered.schema["properties"]) == ["a", "b"]  # the order the caller gave
+    for _ in range(2):
+        with pytest.raises(UnsafeSchemaError, match="only local references"):
+            await guard_schema_off_loop({"$ref": "http://127.0.0.2/x"})

@@ -254,11 +254,15 @@ async def test_json_in_reasoning_content_with_empty_content(
         ('Sure! Here it is: {"a": [1, 2]} Hope that helps.', {"a": [1, 2]}),
         ("<think>never closed {", None),
         ("no json here", None),
+        ("[" * 5000 + ' {"a": 1}', "nests too deeply"),
+        ("[x " * 300 + '{"a": 1}', None),  # past MAX_JSON_STARTS brackets: not looked for
+        ("[x " * 200 + '{"a": 1}', {"a": 1}),
+        (("[" * 900 + "x") * 70, None),  # tried at 256 starts, not 63,000
     ],
 )
 def test_extract_json(text: str, expected: object) -> None:
-    if expected is None:
-        with pytest.raises(ValueError, match="no JSON"):
+    if expected is None or isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected or "no JSON"):
             extract_json(text)
     else:
         assert extract_json(text) == expected
