@@ -144,14 +144,17 @@ async def test_read_timeout_is_told_from_a_disconnect_on_either_transport(
         request.transport.close()  # no status line, no headers: the request never "happened"
         raise ConnectionResetError
 
-    upstream.enqueue(hang_up, times=2)
+    upstream.enqueue(hang_up, times=None)
     closed = await client.post("/api/v1/llm/generate", json={"prompt": "x"}, headers=admin_headers)
     assert closed.status_code == 502, closed.text
     assert closed.json()["detail"] == (
         f"LM Studio at {upstream.base_url} closed the connection before its reply was "
         f"complete (model {MODEL})"
     )
-    assert len(upstream.chat_requests) == 3  # retried once: nothing had been answered
+    # Retried once (nothing had been answered); aiohttp also resends at once first, as for
+    # a pooled connection the server had closed.
+    hang_ups = {"aiohttp": 3, "httpx": 2}[transport]
+    assert len(upstream.chat_requests) == 1 + hang_ups
 
 
 @each_api

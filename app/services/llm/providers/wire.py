@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 
@@ -105,8 +106,10 @@ def causes(exc: BaseException) -> list[BaseException]:
 
 
 def stale_connection(exc: BaseException) -> bool:
-    """True when the request failed writing to a connection the server had closed."""
-    return any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in causes(exc))
+    """True when the request failed on a connection the server had closed: writing to it,
+    or (aiohttp) finding it closed before any answer came."""
+    stale = ConnectionResetError | BrokenPipeError | aiohttp.ServerDisconnectedError
+    return any(isinstance(c, stale) for c in causes(exc))
 
 
 def refused(exc: BaseException) -> bool:
