@@ -5,6 +5,19 @@ scripted to misbehave; ``unused_url()`` names a port where nothing listens.
 """
 
 from .completion import split_tokens
-from .server import DEFAULT_MODELS, RecordedRequest, StandInServer, unused_url
+from .server import (
+    DEFAULT_MODELS,
+    RecordedRequest,
+    StandInServer,
+    unanswered_connect_url,
+    unused_url,
+)
 
-__all__ = ["DEFAULT_MODELS", "RecordedRequest", "StandInServer", "split_tokens", "unused_url"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "RecordedRequest",
+    "StandInServer",
+    "split_tokens",
+    "unanswered_connect_url",
+    "unused_url",
+]

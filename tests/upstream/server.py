@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -57,6 +57,7 @@ __all__ = [
     "RecordedRequest",
     "Route",
     "StandInServer",
+    "unanswered_connect_url",
     "unused_url",
 ]
 
@@ -85,6 +86,26 @@ def unused_url(host: str = "127.0.0.1") -> str:
         sock.bind((host, 0))
         port = sock.getsockname()[1]
     return f"http://{_netloc(host, port)}/v1"
+
+
+@contextlib.contextmanager
+def unanswered_connect_url(host: str = "127.0.0.1") -> Iterator[str]:
+    """``http://HOST:PORT/v1`` where a connection attempt hangs until it times out, as to a
+    machine that is off or behind a firewall that drops packets: a listener whose accept
+    queue is full (the kernel then ignores new SYNs), held while the block runs."""
+    family = _family(host)
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+        listener.bind((host, 0))
+        listener.listen(0)
+        address = listener.getsockname()[:2]
+        for _ in range(3):  # fill the queue; attempts beyond it are left waiting
+            filler = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(address)
+        time.sleep(0.1)
+        yield f"http://{_netloc(host, address[1])}/v1"
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -14,6 +14,15 @@ from app.core.config import get_settings
 from app.services.llm.per_loop import PerLoop
 
 HttpTransport = Literal["aiohttp", "httpx"]
+# Seconds to open a connection: a machine that is off or firewalled should fail fast and be
+# retried, not hold a call for the whole (generation-sized) timeout.
+CONNECT_TIMEOUT = 10.0
+
+
+def connect_timeout(timeout: float) -> float:
+    """The connect part of a client's `timeout`."""
+    return min(timeout, CONNECT_TIMEOUT)
+
 
 _clients: PerLoop[dict[tuple[str, ...], AsyncOpenAI]] = PerLoop(dict)
 
@@ -39,7 +48,7 @@ def pooled_client(
         client = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
-            timeout=timeout,
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout(timeout)),
             max_retries=0,  # we retry ourselves: only where it is safe, and logged
             http_client=(
                 openai.DefaultAioHttpClient(limits=limits)

@@ -45,7 +45,12 @@ from app.services.llm.protocol import (
     StreamChunk,
     Usage,
 )
-from app.services.llm.providers.clients import HttpTransport, pooled_client, redact_url
+from app.services.llm.providers.clients import (
+    HttpTransport,
+    connect_timeout,
+    pooled_client,
+    redact_url,
+)
 from app.services.llm.providers.wire import (
     UPSTREAM_FAILURES,
     accepted_then_timed_out,
@@ -442,19 +447,19 @@ class OpenAICompatibleService:
         if isinstance(exc, LLMError):
             return exc
         if timed_out(exc):
-            accepted = accepted_then_timed_out(exc)
-            if accepted:
-                advice = (
-                    "It accepted the request, so the model is probably still generating; it was "
-                    f"not sent again. Raise {self.env_prefix}_TIMEOUT, ask for fewer tokens "
-                    "(max_tokens), or use a smaller or faster model."
+            if not accepted_then_timed_out(exc):  # nothing was sent: safe to retry
+                return LLMTimeoutError(
+                    f"{name} at {url} did not accept a connection within "
+                    f"{connect_timeout(self.config.timeout):g} s: {self.connection_hint}.",
+                    accepted=False,
+                    provider=provider,
+                    upstream=url,
                 )
-            else:
-                advice = f"It did not accept the connection: {self.connection_hint}."
             return LLMTimeoutError(
                 f"{name} at {url} did not answer within {self.config.timeout} s (model "
-                f"{self.model}). {advice}",
-                accepted=accepted,
+                f"{self.model}). It accepted the request, so the model is probably still "
+                f"generating; it was not sent again. Raise {self.env_prefix}_TIMEOUT, ask for "
+                "fewer tokens (max_tokens), or use a smaller or faster model.",
                 provider=provider,
                 upstream=url,
             )
