@@ -24,8 +24,14 @@ ADMIN_EMAIL = "bench@example.com"
 ADMIN_PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway database in a temp dir
 
 
+# LOG_EVERYTHING=1 sends every logger (the SDK's, aiohttp's, ...) to stderr at DEBUG, not
+# only the app's: the log test reads all of it.
 _MIGRATE_AND_SERVE = (
-    "from app.cli import migrate, serve; migrate(); serve(port={port}, access_log=False)"
+    "import logging, os\n"
+    "if os.environ.get('LOG_EVERYTHING'): logging.basicConfig(level=logging.DEBUG)\n"
+    "from app.cli import migrate, serve\n"
+    "migrate()\n"
+    "serve(port={port}, access_log=False)"
 )
 
 

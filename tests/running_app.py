@@ -24,6 +24,7 @@ from tests.upstream import StandInServer, unused_url
 MODEL = "llama-3.2-3b-instruct"
 USER_PASSWORD = "user-password-for-fuzzing"
 OPENAI_KEY = "sk-test-openai-key-never-logged-0123456789"
+LMSTUDIO_KEY = "lm-studio-key-never-logged-9876543210"
 
 
 @dataclass
@@ -97,6 +98,8 @@ class AppProcess:
             "DATABASE_URL": database_url,
             "SECRET_KEY": SECRET_KEY,
             "LOG_LEVEL": "DEBUG",
+            "LOG_EVERYTHING": "1",
+            "LMSTUDIO_API_KEY": LMSTUDIO_KEY,  # sent to the stand-in, which accepts any
             "LMSTUDIO_MAX_RETRIES": "1",
             "LLM_RETRY_BACKOFF": "0.01",
             "LMSTUDIO_TIMEOUT": "5",
@@ -120,7 +123,7 @@ class AppProcess:
                 client, admin.headers, f"user-{uuid.uuid4().hex[:8]}@example.com", USER_PASSWORD
             )
         bench_key = gateway.headers["Authorization"].removeprefix("Bearer ")
-        secrets = [ADMIN_PASSWORD, USER_PASSWORD, SECRET_KEY, OPENAI_KEY, bench_key]
+        secrets = [ADMIN_PASSWORD, USER_PASSWORD, SECRET_KEY, OPENAI_KEY, LMSTUDIO_KEY, bench_key]
         secrets += [a.token for a in (admin, user)] + [a.api_key for a in (admin, user)]
         self.app = RunningApp(gateway.url, gateway, admin, user, log_path, database_url, secrets)
         return self.app

@@ -59,7 +59,7 @@ class Endpoint:
         """(status, error type or None, text) however the route words it."""
         if response.status_code != 200:
             body = response.json()
-            error = body["error"] if "error" in body else body
+            error = body.get("error", body)
             return response.status_code, error["type"], ""
         if not self.stream:
             body = response.json()
