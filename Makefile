@@ -9,7 +9,7 @@ BIN := .venv/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench install install-runtime lint format migrate clean
+.PHONY: run test bench soak install install-runtime lint format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,12 @@ test: lint
 # memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Mixed traffic at 100 clients for 60 s against the stand-in, then health-check p99s with and
+# without hostile JSON schemas; writes benchmarks/SOAK.md (~3 minutes). `make test` runs a
+# 25 s variant (tests/soak) that asserts the invariants only.
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .bench

@@ -149,7 +149,7 @@ def huge_line() -> Callable[..., Any]:
     return handler
 
 
-def slow_drip(every: float = 0.25, seconds: float = 10.0) -> Callable[..., Any]:
+def slow_drip(every: float = 0.25, seconds: float = 8.0) -> Callable[..., Any]:
     """Headers at once, then one byte every `every` s of a body that never completes within
     `seconds`: each read gets something, so only a bound on the whole reply ends it."""
 
@@ -160,7 +160,7 @@ def slow_drip(every: float = 0.25, seconds: float = 10.0) -> Callable[..., Any]:
         )
         await response.prepare(request)
         payload = (b"data: " if stream else b"") + b'{"id": "chatcmpl-drip", "choices": ['
-        payload += b" " * int(seconds / every)
+        payload = payload.ljust(int(seconds / every))[: int(seconds / every)]
         try:
             for byte in payload:
                 await response.write(bytes([byte]))
@@ -208,7 +208,7 @@ NEW_FAULTS = [
         UPSTREAM_ERROR | {(200, None)},  # relayed whole, or refused as an upstream error
         text_length=HUGE,
     ),
-    # The drip lasts 10 s; LMSTUDIO_TIMEOUT=2 must end the request well before that.
+    # The drip lasts 8 s; LMSTUDIO_TIMEOUT=2 must end the request well before that.
     NewFault(
         "slow_drip", _script(slow_drip, timeout=TIMEOUT_S), TIMED_OUT, bound_s=3 * TIMEOUT_S + 1
     ),
