@@ -456,7 +456,8 @@ def markdown(results: Results) -> str:
         "p99 of `GET /api/v1/health` from 20 concurrent clients, alone and while one sender "
         "after another posts a hostile schema to `/api/v1/llm/structured` (the stand-in "
         f'replies `{{"s": "{HOSTILE_RUN} x a, then !"}}`). A health check slower than '
-        f"{HEALTH_TIMEOUT_S:.0f} s counts as {HEALTH_TIMEOUT_S:.0f} s.",
+        f"{HEALTH_TIMEOUT_S:.0f} s counts as {HEALTH_TIMEOUT_S:.0f} s. Status -1: the "
+        "request failed without an HTTP answer (e.g. the connection was reset).",
         "",
         "| while | health p99 ms | structured answers (status codes) |",
         "| --- | ---: | --- |",
