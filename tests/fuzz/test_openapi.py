@@ -39,8 +39,8 @@ from tests.running_app import Account, RunningApp
 
 SEED = 20261130
 # Per operation and role in the fuzzing phase; FUZZ_EXAMPLES=200 for a longer hunt.
-MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
-STATEFUL_SCENARIOS = max(15, MAX_EXAMPLES)
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
+STATEFUL_SCENARIOS = max(10, MAX_EXAMPLES)
 STATEFUL_STEPS = 8
 
 CONFIG = SchemathesisConfig.from_dict(
