@@ -11,7 +11,7 @@ PORT ?= 8000
 # The browser the admin page's tests drive (Debian's package; Playwright downloads nothing).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench install install-runtime lint format migrate clean
+.PHONY: run test bench soak install install-runtime lint format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -56,6 +56,12 @@ $(CHROMIUM):
 # memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Mixed traffic at 100 clients for 60 s against the stand-in, then health-check p99s with and
+# without hostile JSON schemas; writes benchmarks/SOAK.md (~3 minutes). `make test` runs a
+# 25 s variant (tests/soak) that asserts the invariants only.
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .bench

@@ -24,6 +24,17 @@ ADMIN_EMAIL = "bench@example.com"
 ADMIN_PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway database in a temp dir
 
 
+# LOG_EVERYTHING=1 sends every logger (the SDK's, aiohttp's, ...) to stderr at DEBUG, not
+# only the app's: the log test reads all of it.
+_MIGRATE_AND_SERVE = (
+    "import logging, os\n"
+    "if os.environ.get('LOG_EVERYTHING'): logging.basicConfig(level=logging.DEBUG)\n"
+    "from app.cli import migrate, serve\n"
+    "migrate()\n"
+    "serve(port={port}, access_log=False)"
+)
+
+
 def free_port() -> int:
     """A port nothing listens on right now (bound and released)."""
     with socket.socket() as sock:
@@ -84,8 +95,16 @@ class Gateway:
     `headers` carries a personal API key, which is what OpenAI clients send to the facade.
     """
 
-    def __init__(self, upstream_url: str, model: str, root: Path = ROOT, **env: str) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        model: str,
+        root: Path = ROOT,
+        log_path: Path | None = None,
+        **env: str,
+    ) -> None:
         self.root = root  # another checkout of the service (before/after comparisons)
+        self.log_path = log_path  # where the gateway's stderr goes (default: nowhere)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstream_url = upstream_url
@@ -123,21 +142,34 @@ class Gateway:
     def __enter__(self) -> Self:
         env = self.env()
         python = [sys.executable, "-m", "app"]
-        subprocess.run(
-            [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
-        )
-        serve = [*python, "serve", "--port", str(self.port)]
-        if (
-            "--access-log"
-            in subprocess.run(
-                [*python, "serve", "--help"], cwd=self.root, env=env, capture_output=True, text=True
-            ).stdout
-        ):
-            serve.append("--no-access-log")  # older checkouts had no such option
-        self.process = subprocess.Popen(
-            serve, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until("the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 60)
+        if self.root == ROOT:
+            # This checkout: migrate and serve in one interpreter (one start-up, not three).
+            serve = [sys.executable, "-c", _MIGRATE_AND_SERVE.format(port=self.port)]
+        else:
+            subprocess.run(
+                [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
+            )
+            serve = [*python, "serve", "--port", str(self.port)]
+            if (
+                "--access-log"
+                in subprocess.run(
+                    [*python, "serve", "--help"],
+                    cwd=self.root,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            ):
+                serve.append("--no-access-log")  # older checkouts had no such option
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                serve, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        finally:
+            if not isinstance(log, int):
+                log.close()
+        wait_until("the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 120)
         with httpx.Client(base_url=self.url, timeout=30) as client:
             login = client.post(
                 "/api/v1/login/access-token",
