@@ -182,7 +182,9 @@ class OpenAICompatibleService:
         try:
             async with self._slot():
                 started = time.perf_counter()  # latency is the upstream's, not our queue's
-                response = await self._retrying("chat completion", lambda: self._create(params))
+                response = await self._retrying(
+                    "chat completion", lambda: self._within_deadline(self._create(params))
+                )
             choice = first_choice(response)
             if choice is None:
                 raise self._not_a_completion(response)
@@ -256,7 +258,7 @@ class OpenAICompatibleService:
             finish_reason: str | None = None
             usage = Usage()
             try:
-                async for raw in stream:
+                async for raw in self._without_stalls(stream):
                     usage = usage_of(raw) or usage
                     choice = first_choice(raw)
                     if choice is None:
@@ -323,6 +325,53 @@ class OpenAICompatibleService:
     def api_key(self) -> str:
         """The key sent as Bearer; upstreams without auth get a placeholder."""
         return "not-needed"
+
+    async def _within_deadline(self, reply: Awaitable[T]) -> T:
+        """`reply`, given up once connecting plus `timeout` seconds have passed.
+
+        The client's own timeout bounds each wait for bytes, so an upstream that trickles a
+        byte now and then would otherwise hold the request for as long as it trickles.
+        """
+        deadline = asyncio.timeout(connect_timeout(self.config.timeout) + self.config.timeout)
+        try:
+            async with deadline:
+                return await reply
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise self._reply_too_slow() from exc
+            raise
+
+    async def _without_stalls(self, stream: AsyncStream[object]) -> AsyncIterator[object]:
+        """The stream's events, given up when one takes longer than `timeout` seconds to
+        arrive (bytes trickling in without completing an event do not count as progress)."""
+        loop = asyncio.get_running_loop()
+        gap = self.config.timeout
+        events = aiter(stream)
+        stall = asyncio.timeout_at(loop.time() + gap)
+        try:
+            async with stall:
+                while True:
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        return
+                    stall.reschedule(None)
+                    yield event
+                    stall.reschedule(loop.time() + gap)
+        except TimeoutError as exc:
+            if stall.expired():
+                raise self._reply_too_slow() from exc
+            raise
+
+    def _reply_too_slow(self) -> LLMTimeoutError:
+        return LLMTimeoutError(
+            f"{self.display_name} at {self._url()} accepted the request but its reply did not "
+            f"come within {self.config.timeout} s (model {self.model}); it was not sent again. "
+            f"Raise {self.env_prefix}_TIMEOUT, ask for fewer tokens (max_tokens), or use a "
+            "smaller or faster model.",
+            provider=self.provider,
+            upstream=self._url(),
+        )
 
     def _create(self, params: dict[str, Any]) -> Awaitable[object]:
         """`chat.completions.create(**params)`, as the parsed JSON body.
