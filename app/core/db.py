@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,12 +12,14 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import get_settings
+
+logger = logging.getLogger("app.core.db")
 
 _engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
@@ -143,9 +146,25 @@ def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
-    """One session per request (a FastAPI dependency)."""
-    async with get_sessionmaker()() as session:
+    """One session per request (a FastAPI dependency).
+
+    Closing it rolls back on its connection; when the database dropped that connection
+    (a restart, `pg_terminate_backend`) the rollback fails after the answer may have been
+    sent, so the connection is discarded quietly instead of failing a finished request.
+    """
+    session = get_sessionmaker()()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "database connection lost at the end of a request: %s",
+                unavailable_reason(exc) or type(exc).__name__,
+            )
+            with contextlib.suppress(SQLAlchemyError):
+                await session.invalidate()
 
 
 async def dispose_engine() -> None:
