@@ -15,6 +15,7 @@ from pydantic import (
     EmailStr,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 from sqlmodel import Field, SQLModel
 
@@ -112,6 +113,18 @@ class UserUpdate(SQLModel):
     password: PlainText | None = Field(default=None, min_length=8, max_length=128)
     is_active: bool | None = None
     is_superuser: bool | None = None
+
+    @model_validator(mode="after")
+    def _required_columns_are_not_null(self) -> UserUpdate:
+        # Omitting a field leaves it as it is; an explicit null cannot be stored.
+        nulls = [
+            name
+            for name in ("email", "is_active", "is_superuser")
+            if name in self.model_fields_set and getattr(self, name) is None
+        ]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null: omit it to leave it unchanged")
+        return self
 
 
 class UpdatePassword(SQLModel):

@@ -168,3 +168,15 @@ async def test_largest_skip_is_an_empty_page(
     assert response.status_code == 200, response.text
     assert response.json()["data"] == []
     assert response.json()["count"] >= 1
+
+
+@pytest.mark.parametrize("field", ["email", "is_active", "is_superuser"])
+async def test_null_for_a_required_field_is_422_not_a_conflict(
+    client: httpx.AsyncClient, make_user: UserFactory, admin_headers: dict[str, str], field: str
+) -> None:
+    user = await make_user(log_in=False)
+    response = await client.patch(
+        f"/api/v1/users/{user.id}", json={field: None}, headers=admin_headers
+    )
+    assert response.status_code == 422, response.text
+    assert f"{field} cannot be null" in response.text
