@@ -222,7 +222,7 @@ async def _ladder(
                 vary = raw in invalid
                 invalid.add(raw)
                 followup = _repair(raw, detail, mode, schema, echo=not vary)
-                logger.debug("llm structured: attempt %d invalid: %s", attempts, detail)
+                logger.debug("llm structured: attempt %d invalid: %r", attempts, detail)
             continue
         return StructuredResult(value=value, attempts=attempts, mode=mode, raw_text=raw)
 
