@@ -150,7 +150,7 @@ async def test_the_whole_document_in_order(
     printed = await run_snippet(BASIC, namespace)
     assert printed == "Echo: Explain quantum computing\n"
     assert upstream.chat_requests[-1].json["model"] == "llama-3.2-3b-instruct"
-    assert "model=llama-3.2-3b-instruct" in caplog.text
+    assert "model='llama-3.2-3b-instruct'" in caplog.text
 
     # Model override
     printed = await run_snippet(OVERRIDE, namespace)

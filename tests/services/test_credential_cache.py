@@ -42,14 +42,14 @@ async def test_fresh_entry_is_served_without_reading() -> None:
 async def test_stale_entry_is_served_while_one_background_read_refreshes_it() -> None:
     cache = CredentialCache()
     old, new = _user(full_name="old"), _user(full_name="new")
-    await cache.resolve("k", 0.05, CountingLoader(old))
-    await asyncio.sleep(0.06)  # stale, still usable (< 2 periods)
+    await cache.resolve("k", 0.5, CountingLoader(old))
+    await asyncio.sleep(0.6)  # stale, still usable (< 2 periods; wide, for a loaded machine)
     slow = CountingLoader(new, delay=0.05)
-    served = await asyncio.gather(*(cache.resolve("k", 0.05, slow) for _ in range(10)))
+    served = await asyncio.gather(*(cache.resolve("k", 0.5, slow) for _ in range(10)))
     assert all(u is old for u in served)  # nobody waited for the check
     assert slow.calls == 1
-    await asyncio.sleep(0.06)
-    assert await cache.resolve("k", 0.05, CountingLoader(None)) is new
+    await asyncio.sleep(0.2)  # the background read is done
+    assert await cache.resolve("k", 10, CountingLoader(None)) is new
 
 
 async def test_expired_entry_waits_for_the_database() -> None:
