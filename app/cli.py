@@ -36,7 +36,9 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Restart on code changes")] = False,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs)."""
+    """Serve the API (OpenAPI docs at /docs); SIGTERM drains (SHUTDOWN_DRAIN_SECONDS) and lets
+    requests finish (SHUTDOWN_GRACE_SECONDS, counted from the signal) before exiting."""
+    settings = get_settings()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -46,6 +48,9 @@ def serve(
         reload=reload,
         log_level="info",
         access_log=access_log,
+        timeout_graceful_shutdown=max(
+            settings.shutdown_grace_seconds - settings.shutdown_drain_seconds, 0
+        ),
     )
 
 

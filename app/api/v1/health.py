@@ -8,6 +8,7 @@ from functools import cache
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.api.shutdown import draining
 from app.core.migrate import current_revision, head_revision
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -26,7 +27,10 @@ def _expected_revision() -> str | None:
 
 @router.get("/ready", response_model=None)
 async def ready() -> dict[str, str] | JSONResponse:
-    """The database answers and its schema is current; 503 naming the reason otherwise."""
+    """The database answers and its schema is current; 503 naming the reason otherwise
+    (also from the moment the process got SIGTERM: it is draining)."""
+    if draining():
+        return JSONResponse(status_code=503, content={"detail": "shutting down"})
     try:
         async with asyncio.timeout(5):
             revision = await current_revision()
