@@ -6,6 +6,7 @@ upstream and the gateway never share an interpreter or an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -51,6 +53,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its workers too (own session)
             process.kill()
             process.wait()
 
@@ -84,8 +88,17 @@ class Gateway:
     `headers` carries a personal API key, which is what OpenAI clients send to the facade.
     """
 
-    def __init__(self, upstream_url: str, model: str, root: Path = ROOT, **env: str) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        model: str,
+        root: Path = ROOT,
+        serve: Sequence[str] | None = None,
+        **env: str,
+    ) -> None:
         self.root = root  # another checkout of the service (before/after comparisons)
+        # The serving command, `{port}` filled in (default: `python -m app serve`, 1 worker).
+        self.serve = serve
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstream_url = upstream_url
@@ -115,6 +128,8 @@ class Gateway:
                 # A benchmark measures the gateway, not its admission queue: let every
                 # concurrent request through (the default cap of 16 would queue them).
                 "LLM_MAX_CONCURRENCY": "2000",
+                # Stopping a gateway between runs need not wait for load balancers.
+                "SHUTDOWN_DRAIN_SECONDS": "0",
                 **self.extra_env,
             }
         )
@@ -127,7 +142,9 @@ class Gateway:
             [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
         )
         serve = [*python, "serve", "--port", str(self.port)]
-        if (
+        if self.serve is not None:
+            serve = [part.format(port=self.port) for part in self.serve]
+        elif (
             "--access-log"
             in subprocess.run(
                 [*python, "serve", "--help"], cwd=self.root, env=env, capture_output=True, text=True
@@ -135,7 +152,12 @@ class Gateway:
         ):
             serve.append("--no-access-log")  # older checkouts had no such option
         self.process = subprocess.Popen(
-            serve, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            serve,
+            cwd=self.root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # stop() signals the workers too
         )
         wait_until("the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 60)
         with httpx.Client(base_url=self.url, timeout=30) as client:
