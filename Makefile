@@ -9,7 +9,7 @@ BIN := .venv/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench install install-runtime lint format migrate clean
+.PHONY: run test bench bench-serving install install-runtime lint format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,9 +42,15 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Long runs stay out of `make test`: gateway overhead vs direct and vs LiteLLM, streams,
-# memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).
+# memory, structured output on a real model, serving (workers, servers, settings propagation);
+# writes benchmarks/RESULTS.md (~12 minutes).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The serving section alone (~5 minutes): 1 vs 2 workers, uvicorn vs Granian, on a private
+# PostgreSQL, and settings propagation between processes; writes benchmarks/out/serving.json.
+bench-serving: install
+	$(BIN)/python -m benchmarks serving
 
 clean:
 	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .bench

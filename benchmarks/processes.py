@@ -151,15 +151,23 @@ class Gateway:
             ).stdout
         ):
             serve.append("--no-access-log")  # older checkouts had no such option
-        self.process = subprocess.Popen(
-            serve,
-            cwd=self.root,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # stop() signals the workers too
-        )
-        wait_until("the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 60)
+        log_path = Path(self._tmp.name) / "serve.log"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                serve,
+                cwd=self.root,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # stop() signals the workers too
+            )
+        try:
+            wait_until(
+                "the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 60
+            )
+        except RuntimeError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; {' '.join(serve)}:\n{tail}") from None
         with httpx.Client(base_url=self.url, timeout=30) as client:
             login = client.post(
                 "/api/v1/login/access-token",
