@@ -20,6 +20,7 @@ import signal
 import threading
 from types import FrameType
 
+import uvicorn
 from sse_starlette.sse import AppStatus
 
 logger = logging.getLogger("app.shutdown")
@@ -40,25 +41,25 @@ def reset() -> None:
 def drain_on_sigterm(drain_seconds: int) -> bool:
     """Put the drain in front of the server's SIGTERM handler; False if there is none.
 
-    Call from the lifespan startup, on the main thread, while the server's handlers are
-    installed (uvicorn restores its predecessors, and so drops this one, when it stops).
-    An app served with no server signal handler (tests, embedding) is left alone. A second
-    SIGTERM skips what is left of the drain.
+    Call from the lifespan startup, on the main thread, while uvicorn's handlers are
+    installed (it restores its predecessors, and so drops this one, when it stops). An app
+    served without them (tests, embedding, another server) is left alone. A second SIGTERM
+    skips what is left of the drain.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
-    server_handler = signal.getsignal(signal.SIGTERM)
-    if not callable(server_handler):
-        return False
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if not isinstance(server, uvicorn.Server):
+        return False  # not uvicorn's handler: another server (Granian) stops its own way
     loop = asyncio.get_running_loop()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if _draining.is_set():
-            server_handler(signum, frame)
+            server.handle_exit(signum, frame)
             return
         _draining.set()
         logger.info("SIGTERM: not ready; serving for %d s more, then stopping", drain_seconds)
-        loop.call_soon_threadsafe(loop.call_later, drain_seconds, server_handler, signum, None)
+        loop.call_soon_threadsafe(loop.call_later, drain_seconds, server.handle_exit, signum, None)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     AppStatus.enable_automatic_graceful_drain = False  # the drain and the grace decide
