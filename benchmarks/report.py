@@ -304,6 +304,9 @@ def write(
     ]
     if serving_md:
         sections += ["## Serving: workers, servers, settings propagation", "", serving_md, ""]
+        if (HERE / "serving_notes.md").exists():
+            notes = (HERE / "serving_notes.md").read_text().split("-->", 1)[-1].strip()
+            sections += [notes, ""]
     if structured_md:
         sections += ["## Structured output on a real model", "", structured_md, ""]
     sections += ["## Profile-driven fixes", ""]

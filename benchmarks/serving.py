@@ -177,7 +177,11 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"PostgreSQL (a private server on loopback), {plan['duration']:g} s per level, "
         f"best of {result['rounds']} rounds; uvicorn and Granian alternate within each round. "
         "Load generator, upstream, PostgreSQL and the workers all share the 2 cores, and "
-        "other work was running on the machine: the figures are noisy (expect ±15 %).",
+        "other work may be running on the machine: the figures are noisy (when this was "
+        "committed, other sessions shared the machine and one setup's throughput varied up "
+        "to 2x between rounds). *Requests per CPU-second* (the 50-client requests divided "
+        "by the CPU time the server's processes used meanwhile) compares servers fairly "
+        "when the scheduler gives one of them more of the machine.",
         "",
         f"| server | workers | 1 client req/s | 1 client p50 ms | {CLIENTS} clients req/s "
         f"| p50 ms | p99 ms | requests per CPU-second | {CLIENTS} streams/s "
