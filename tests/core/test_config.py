@@ -71,3 +71,10 @@ def test_base_urls_must_be_http_and_lose_trailing_slash() -> None:
     )
     with pytest.raises(ValidationError, match="must start with http:// or https://"):
         make(lmstudio_base_url="localhost:1234/v1")
+
+
+def test_shutdown_drain_must_fit_in_the_grace() -> None:
+    assert make().shutdown_grace_seconds == 30
+    assert make().shutdown_drain_seconds == 5
+    with pytest.raises(ValidationError, match="SHUTDOWN_DRAIN_SECONDS"):
+        make(shutdown_drain_seconds=40, shutdown_grace_seconds=30)
