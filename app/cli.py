@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -39,6 +40,8 @@ def serve(
     """Serve the API (OpenAPI docs at /docs); SIGTERM drains (SHUTDOWN_DRAIN_SECONDS) and lets
     requests finish (SHUTDOWN_GRACE_SECONDS, counted from the signal) before exiting."""
     settings = get_settings()
+    if reload:  # the reloader restarts its worker with SIGTERM: no drain for that
+        os.environ["SHUTDOWN_DRAIN_SECONDS"] = "0"
     uvicorn.run(
         "app.main:create_app",
         factory=True,
