@@ -11,7 +11,7 @@ PORT ?= 8000
 # The browser the admin page's tests drive (Debian's package; Playwright downloads nothing).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench soak install install-runtime lint format migrate clean
+.PHONY: run test bench bench-serving soak install install-runtime lint format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -53,7 +53,8 @@ $(CHROMIUM):
 	fi
 
 # Long runs stay out of `make test`: gateway overhead vs direct and vs LiteLLM, streams,
-# memory, structured output on a real model; writes benchmarks/RESULTS.md (~8 minutes).
+# memory, structured output on a real model, serving (workers, servers, settings propagation);
+# writes benchmarks/RESULTS.md (~12 minutes).
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
@@ -62,6 +63,11 @@ bench: install
 # 25 s variant (tests/soak) that asserts the invariants only.
 soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+# The serving section alone (~5 minutes): 1 vs 2 workers, uvicorn vs Granian, on a private
+# PostgreSQL, and settings propagation between processes; writes benchmarks/out/serving.json.
+bench-serving: install
+	$(BIN)/python -m benchmarks serving
 
 clean:
 	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -36,7 +37,11 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Restart on code changes")] = False,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs)."""
+    """Serve the API (OpenAPI docs at /docs); SIGTERM drains (SHUTDOWN_DRAIN_SECONDS) and lets
+    requests finish (SHUTDOWN_GRACE_SECONDS, counted from the signal) before exiting."""
+    settings = get_settings()
+    if reload:  # the reloader restarts its worker with SIGTERM: no drain for that
+        os.environ["SHUTDOWN_DRAIN_SECONDS"] = "0"
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -51,6 +56,9 @@ def serve(
         # login throttling) uses request.client as given.
         proxy_headers=True,
         forwarded_allow_ips=get_settings().forwarded_allow_ips,
+        timeout_graceful_shutdown=max(
+            settings.shutdown_grace_seconds - settings.shutdown_drain_seconds, 0
+        ),
     )
 
 

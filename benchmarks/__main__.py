@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, then `benchmarks/RESULTS.md` and the plot.
 
-python -m benchmarks            # the full run (about 8 minutes on 2 cores)
+python -m benchmarks            # the full run (about 12 minutes on 2 cores)
 python -m benchmarks --quick    # a few seconds per part, to check the machinery
+python -m benchmarks serving    # only the serving section (workers, servers, propagation)
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs, no report written")
     parser.add_argument("--skip-structured", action="store_true")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--skip-serving", action="store_true")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["serving"]:
+        from benchmarks import serving
+
+        return serving.main(argv[1:])
     args = parser.parse_args(argv)
     started = time.monotonic()
     plan = latency.Plan(with_litellm=not args.skip_litellm)
@@ -47,8 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_md = profile.profile()
         (OUT / "profile.md").write_text(profile_md)
         print(profile_md)
+    serving_md = None
+    if not args.skip_serving and not args.quick:
+        from benchmarks import serving
+
+        serving_result = serving.run()
+        (OUT / "serving.json").write_text(json.dumps(serving_result))
+        serving_md = serving.to_markdown(serving_result)
+        print(serving_md)
     if not args.quick:
-        path = report.write(result, structured_md, profile_md)
+        path = report.write(result, structured_md, profile_md, serving_md=serving_md)
         print(f"wrote {path} and {path.parent / 'latency.png'}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 0

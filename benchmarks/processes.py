@@ -6,6 +6,7 @@ upstream and the gateway never share an interpreter or an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -62,6 +64,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its workers too (own session)
             process.kill()
             process.wait()
 
@@ -101,10 +105,13 @@ class Gateway:
         model: str,
         root: Path = ROOT,
         log_path: Path | None = None,
+        serve: Sequence[str] | None = None,
         **env: str,
     ) -> None:
         self.root = root  # another checkout of the service (before/after comparisons)
-        self.log_path = log_path  # where the gateway's stderr goes (default: nowhere)
+        self.log_path = log_path  # where the gateway's stderr goes (default: a temp file)
+        # The serving command, `{port}` filled in (default: `python -m app serve`, 1 worker).
+        self.serve = serve
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstream_url = upstream_url
@@ -134,6 +141,8 @@ class Gateway:
                 # A benchmark measures the gateway, not its admission queue: let every
                 # concurrent request through (the default cap of 16 would queue them).
                 "LLM_MAX_CONCURRENCY": "2000",
+                # Stopping a gateway between runs need not wait for load balancers.
+                "SHUTDOWN_DRAIN_SECONDS": "0",
                 **self.extra_env,
             }
         )
@@ -142,7 +151,12 @@ class Gateway:
     def __enter__(self) -> Self:
         env = self.env()
         python = [sys.executable, "-m", "app"]
-        if self.root == ROOT:
+        if self.serve is not None:
+            subprocess.run(
+                [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
+            )
+            serve = [part.format(port=self.port) for part in self.serve]
+        elif self.root == ROOT:
             # This checkout: migrate and serve in one interpreter (one start-up, not three).
             serve = [sys.executable, "-c", _MIGRATE_AND_SERVE.format(port=self.port)]
         else:
@@ -161,15 +175,23 @@ class Gateway:
                 ).stdout
             ):
                 serve.append("--no-access-log")  # older checkouts had no such option
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        try:
+        log_path = self.log_path or Path(self._tmp.name) / "serve.log"
+        with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                serve, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=log
+                serve,
+                cwd=self.root,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # stop() signals the workers too
             )
-        finally:
-            if not isinstance(log, int):
-                log.close()
-        wait_until("the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 120)
+        try:
+            wait_until(
+                "the gateway", f"{self.url}/api/v1/health", self.process, time.monotonic() + 120
+            )
+        except RuntimeError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; {' '.join(serve)}:\n{tail}") from None
         with httpx.Client(base_url=self.url, timeout=30) as client:
             login = client.post(
                 "/api/v1/login/access-token",

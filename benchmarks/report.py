@@ -246,6 +246,7 @@ def write(
     structured_md: str | None,
     profile_md: str | None,
     measured: datetime | None = None,
+    serving_md: str | None = None,
 ) -> Path:
     """Write RESULTS.md and the plot; return the RESULTS.md path."""
     plot(latency, HERE / "latency.png")
@@ -301,6 +302,11 @@ def write(
         "![latency distributions](latency.png)",
         "",
     ]
+    if serving_md:
+        sections += ["## Serving: workers, servers, settings propagation", "", serving_md, ""]
+        if (HERE / "serving_notes.md").exists():
+            notes = (HERE / "serving_notes.md").read_text().split("-->", 1)[-1].strip()
+            sections += [notes, ""]
     if structured_md:
         sections += ["## Structured output on a real model", "", structured_md, ""]
     sections += ["## Profile-driven fixes", ""]
@@ -330,9 +336,21 @@ def main() -> None:
         else None
     )
     profile = out / "profile.md"
+    serving = out / "serving.json"
+    serving_md = None
+    if serving.exists():
+        from benchmarks import serving as serving_bench
+
+        serving_md = serving_bench.to_markdown(json.loads(serving.read_text()))
     measured = datetime.fromtimestamp((out / "latency.json").stat().st_mtime, UTC)
     print(
-        write(latency, structured_md, profile.read_text() if profile.exists() else None, measured)
+        write(
+            latency,
+            structured_md,
+            profile.read_text() if profile.exists() else None,
+            measured,
+            serving_md,
+        )
     )
 
 

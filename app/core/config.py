@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=16_384, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     metrics_enabled: bool = True
+    # On SIGTERM (`python -m app serve`): readiness turns 503 at once, new requests are still
+    # served for SHUTDOWN_DRAIN_SECONDS (load balancers keep routing until they see it), then
+    # in-flight requests and streams get the rest of SHUTDOWN_GRACE_SECONDS to finish.
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
+    shutdown_drain_seconds: int = Field(default=5, ge=0, le=600)
     # FastAPI's built-in OpenTelemetry instrumentation. Off unless asked for: deciding per
     # request whether a provider is configured costs several percent of a request's CPU.
     otel_enabled: bool = False
@@ -112,6 +117,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _drain_within_grace(self) -> Settings:
+        if self.shutdown_drain_seconds > self.shutdown_grace_seconds:
+            raise ValueError(
+                f"SHUTDOWN_DRAIN_SECONDS ({self.shutdown_drain_seconds:g}) must not exceed "
+                f"SHUTDOWN_GRACE_SECONDS ({self.shutdown_grace_seconds:g}): the drain is part "
+                "of the grace"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

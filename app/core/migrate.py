@@ -39,6 +39,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(Config(str(_ALEMBIC_INI))).get_current_head()
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision the code knows (a database at another one was migrated by a newer
+    release)."""
+    script = ScriptDirectory.from_config(Config(str(_ALEMBIC_INI)))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
 async def current_revision(engine: AsyncEngine | None = None) -> str | None:
     """The revision the database is at, or None when it has never been migrated."""
     async with (engine or get_engine()).connect() as connection:

@@ -83,3 +83,10 @@ def test_base_urls_with_credentials_are_refused_without_echoing_them(url: str) -
         make(lmstudio_base_url=url)
     assert "s3cret" not in str(e.value)
     assert "s3cret" not in " ".join(error["msg"] for error in e.value.errors())
+
+
+def test_shutdown_drain_must_fit_in_the_grace() -> None:
+    assert make().shutdown_grace_seconds == 30
+    assert make().shutdown_drain_seconds == 5
+    with pytest.raises(ValidationError, match="SHUTDOWN_DRAIN_SECONDS"):
+        make(shutdown_drain_seconds=40, shutdown_grace_seconds=30)

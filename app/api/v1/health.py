@@ -8,7 +8,8 @@ from functools import cache
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.core.migrate import current_revision, head_revision
+from app.api.shutdown import draining
+from app.core.migrate import current_revision, head_revision, known_revisions
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -24,9 +25,17 @@ def _expected_revision() -> str | None:
     return head_revision()
 
 
+@cache
+def _known_revisions() -> frozenset[str]:
+    return known_revisions()
+
+
 @router.get("/ready", response_model=None)
 async def ready() -> dict[str, str] | JSONResponse:
-    """The database answers and its schema is current; 503 naming the reason otherwise."""
+    """The database answers and its schema is current (or newer: a rolling update); 503
+    naming the reason otherwise, and from the moment the process got SIGTERM (draining)."""
+    if draining():
+        return JSONResponse(status_code=503, content={"detail": "shutting down"})
     try:
         async with asyncio.timeout(5):
             revision = await current_revision()
@@ -34,6 +43,10 @@ async def ready() -> dict[str, str] | JSONResponse:
         reason = f"database unreachable ({type(exc).__name__})"
         return JSONResponse(status_code=503, content={"detail": reason})
     expected = _expected_revision()
+    if revision is not None and revision != expected and revision not in _known_revisions():
+        # A newer release has migrated ahead (a rolling update): its migrations keep the
+        # schema usable by the release before, so this one stays in service until replaced.
+        return {"status": "ready", "database": "ok", "schema": f"{revision} (newer)"}
     if revision != expected:
         reason = (
             f"database schema is at {revision or 'nothing'}, expected {expected}: "
