@@ -326,13 +326,20 @@ class OpenAICompatibleService:
         """The key sent as Bearer; upstreams without auth get a placeholder."""
         return "not-needed"
 
-    async def _within_deadline(self, reply: Awaitable[T]) -> T:
-        """`reply`, given up once connecting plus `timeout` seconds have passed.
+    def _patience(self) -> float:
+        """How long a whole reply, or a stream's wait for its next event, may take.
 
         The client's own timeout bounds each wait for bytes, so an upstream that trickles a
-        byte now and then would otherwise hold the request for as long as it trickles.
+        byte now and then would otherwise hold a request for as long as it trickles. This
+        bound is the connect part plus `timeout`: later than the client's own read timeout,
+        which keeps its clearer error for an upstream that sends nothing at all (and keeps
+        the two from firing together: Python 3.11 then leaks a cancellation).
         """
-        deadline = asyncio.timeout(connect_timeout(self.config.timeout) + self.config.timeout)
+        return connect_timeout(self.config.timeout) + self.config.timeout
+
+    async def _within_deadline(self, reply: Awaitable[T]) -> T:
+        """`reply`, given up after `_patience()` seconds."""
+        deadline = asyncio.timeout(self._patience())
         try:
             async with deadline:
                 return await reply
@@ -342,10 +349,10 @@ class OpenAICompatibleService:
             raise
 
     async def _without_stalls(self, stream: AsyncStream[object]) -> AsyncIterator[object]:
-        """The stream's events, given up when one takes longer than `timeout` seconds to
-        arrive (bytes trickling in without completing an event do not count as progress)."""
+        """The stream's events, given up when one takes longer than `_patience()` to arrive
+        (bytes trickling in without completing an event are no progress)."""
         loop = asyncio.get_running_loop()
-        gap = self.config.timeout
+        gap = self._patience()
         events = aiter(stream)
         stall = asyncio.timeout_at(loop.time() + gap)
         try:
@@ -366,7 +373,7 @@ class OpenAICompatibleService:
     def _reply_too_slow(self) -> LLMTimeoutError:
         return LLMTimeoutError(
             f"{self.display_name} at {self._url()} accepted the request but its reply did not "
-            f"come within {self.config.timeout} s (model {self.model}); it was not sent again. "
+            f"come within {self._patience():g} s (model {self.model}); it was not sent again. "
             f"Raise {self.env_prefix}_TIMEOUT, ask for fewer tokens (max_tokens), or use a "
             "smaller or faster model.",
             provider=self.provider,
