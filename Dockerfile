@@ -21,6 +21,7 @@ RUN uv sync --locked --no-default-groups --no-install-project
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY app ./app
+COPY web ./web
 RUN uv sync --locked --no-default-groups
 
 FROM ${PYTHON_IMAGE} AS runtime

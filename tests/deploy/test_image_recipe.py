@@ -143,6 +143,9 @@ def test_dockerfile_install_and_start_commands_serve_a_ready_app(tmp_path: Path)
                 break
             time.sleep(0.1)
         assert status == 200, log.read_text(errors="replace")
+        page = httpx.get(f"http://127.0.0.1:{port}/admin/", timeout=5)
+        assert page.status_code == 200, "the image serves no admin page (COPY web?)"
+        assert "default-src 'self'" in page.headers["content-security-policy"]
         # The app runs from the clean directory, not from this checkout.
         assert (
             str(workdir)
