@@ -60,7 +60,7 @@ bench: install
 
 # Mixed traffic at 100 clients for 60 s against the stand-in, then health-check p99s with and
 # without hostile JSON schemas; writes benchmarks/SOAK.md (~3 minutes). `make test` runs a
-# 25 s variant (tests/soak) that asserts the invariants only.
+# 12 s variant (tests/soak) that asserts the invariants only.
 soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
