@@ -70,6 +70,7 @@ class Results:
     clients: int
     duration_s: float
     database: str
+    commit: str = "unknown"
     requests: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: int = 0
@@ -85,6 +86,16 @@ class Results:
     streams_in_flight_after: float = 0.0
     health_p99_ms: dict[str, float] = field(default_factory=dict)
     hostile_answers: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _commit() -> str:
+    """The checkout's short commit, with `+` when it has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain") else "")
 
 
 # ── the processes ─────────────────────────────────────────────────────────────
@@ -383,7 +394,7 @@ def _hostile_upstream() -> Any:
 def run(clients: int, duration: float, patch_every: float, health_seconds: float) -> Results:
     """Start everything, soak, check the invariants, measure the health p99s."""
     database = asyncio.run(_scratch_database())
-    results = Results(clients, duration, "postgresql" if database else "sqlite")
+    results = Results(clients, duration, "postgresql" if database else "sqlite", _commit())
     try:
         with (
             StandIn() as upstream,
@@ -421,10 +432,9 @@ def markdown(results: Results) -> str:
     lines = [
         "# Soak",
         "",
-        "Written by `make soak` (`python -m benchmarks.soak`). Measured on branch `proof`, "
-        "before the fixes of issue 9 were merged; the lead re-runs it after merging. The "
-        "machine (2 cores) was shared with five other helpers' builds and tests while it ran, "
-        "so the timings are pessimistic and noisy.",
+        "Written by `make soak` (`python -m benchmarks.soak`) at commit "
+        f"`{r.commit}`. One 2-core machine runs the app, PostgreSQL, the stand-in and the "
+        "load generator together, so latencies include their contention.",
         "",
         f"Mixed traffic from {r.clients} concurrent clients for {r.duration_s:.0f} s against the "
         f"stand-in LM Studio (`python -m tests.upstream`), the app on {r.database}, one worker.",
