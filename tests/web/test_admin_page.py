@@ -11,7 +11,7 @@ import re
 
 import httpx
 import pytest
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Page, expect
 
 from app.api.web_page import CONTENT_SECURITY_POLICY
 from tests.conftest import ADMIN_PASSWORD, LLMEnv, UserFactory
@@ -62,19 +62,16 @@ async def log_in_expecting_error(page: Page, email: str, password: str) -> None:
 
 
 async def test_throttled_login_says_when_to_try_again(page: Page, llm_env: LLMEnv) -> None:
-    # The login throttle is another change's; its answer (429 + Retry-After) is played here.
-    async def throttled(route: Route) -> None:
-        await route.fulfill(
-            status=429,
-            headers={"Retry-After": "42", "Content-Type": "application/json"},
-            body='{"detail": "Too many login attempts"}',
-        )
-
-    await page.route("**/api/v1/login/access-token", throttled)
-    await log_in_expecting_error(page, "admin@example.com", "whatever")
+    llm_env.set(login_max_failures_per_account=2)
+    email = "guesser@example.com"  # unknown accounts are throttled like real ones
+    for _ in range(2):
+        await log_in_expecting_error(page, email, "wrong-password")
+        await expect(page.locator("#login-message")).to_have_text("Incorrect email or password")
+    await log_in_expecting_error(page, email, "wrong-password")
     await expect(page.locator("#login-message")).to_have_text(
-        "Too many attempts: try again in 42 s."
+        re.compile(r"^Too many attempts: try again in \d+ s\.$")
     )
+    await expect(page.locator("#app-view")).to_be_hidden()
 
 
 async def test_providers_show_health_and_test_connection(
