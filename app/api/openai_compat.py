@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +32,7 @@ from app.services.llm.factory import (
     get_llm_service_with_overrides,
     lmstudio_service,
 )
+from app.services.llm.json_schema_guard import check_size
 from app.services.llm.protocol import StreamChunk, Usage
 from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import load_effective_settings
@@ -68,6 +69,15 @@ class JSONSchemaSpec(BaseModel):
     description: str | None = Field(default=None, max_length=10_000)
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Relayed as is (the upstream compiles it), but never larger or deeper than a schema
+        # /api/v1/llm/structured would accept.
+        if value is not None:
+            check_size(value)
+        return value
 
 
 class JSONSchemaFormat(BaseModel):

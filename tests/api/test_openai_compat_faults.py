@@ -304,6 +304,13 @@ async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
     assert caught.value.code == "max_tokens_too_large"
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -345,6 +352,17 @@ async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
             "response_format.json_schema.name: Field required",
         ),
         (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "deep", "schema": _nested(40)},
+                },
+            },
+            "response_format.json_schema.schema: Value error, the schema nests deeper than 32 "
+            "levels",
+        ),
+        (
             {"model": "x" * 100_000, "messages": [{"role": "user", "content": "x"}]},
             "model: String should have at most 200 characters",
         ),
@@ -363,6 +381,7 @@ async def test_max_tokens_over_the_cap_raises_sdk_bad_request(
         "response_format_unknown_type",
         "json_schema_missing",
         "json_schema_without_name",
+        "json_schema_too_deep",
         "model_too_long",
         "model_with_crlf",
     ],
