@@ -321,8 +321,12 @@ class SettingsWatcher:
             lost = asyncio.Event()
             try:
                 connection = await asyncpg.connect(self._dsn, timeout=5)
-            except (OSError, asyncpg.PostgresError) as exc:
-                logger.warning("llm settings: cannot LISTEN (%s); polling instead", exc)
+            except Exception as exc:  # the watcher must outlive any failure; polling covers
+                logger.warning(
+                    "llm settings: cannot LISTEN (%s: %s); polling instead",
+                    type(exc).__name__,
+                    exc,
+                )
                 await asyncio.sleep(5)
                 continue
             try:
@@ -335,11 +339,15 @@ class SettingsWatcher:
                 _cache.listening = True
                 await lost.wait()
                 logger.warning("llm settings: LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError) as exc:
-                logger.warning("llm settings: LISTEN failed (%s); reconnecting", exc)
+            except Exception as exc:
+                # Also asyncpg's InterfaceError family (a connection terminated between the
+                # connect and LISTEN), which is not a PostgresError: it used to end the watcher.
+                logger.warning(
+                    "llm settings: LISTEN failed (%s: %s); reconnecting", type(exc).__name__, exc
+                )
             finally:
                 _cache.listening = False
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                with contextlib.suppress(Exception):
                     await connection.close(timeout=2)
             await asyncio.sleep(1)
 
