@@ -106,7 +106,11 @@ async def test_a_save_by_another_worker_process_is_seen_within_a_second(
     llm_env.set(lmstudio_model="local-model")
     assert (await get_llm_service()).model == "local-model"  # this worker's cache is warm
     if SettingsWatcher.applies_to(database_url):
-        assert settings_module._cache.listening, "the app's lifespan should be listening"
+        # Earlier tests kill database connections; the watcher reconnects a second later.
+        listening_by = time.monotonic() + 10
+        while not settings_module._cache.listening:
+            assert time.monotonic() < listening_by, "the app's lifespan should be listening"
+            await asyncio.sleep(0.05)
 
     env = {**os.environ, "DATABASE_URL": database_url, "LMSTUDIO_MODEL": "local-model"}
     worker = await asyncio.create_subprocess_exec(sys.executable, "-c", ANOTHER_WORKER, env=env)
