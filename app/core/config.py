@@ -41,6 +41,9 @@ class LLMProvider(StrEnum):
 
     LMSTUDIO = "lmstudio"
     OPENAI = "openai"
+    OPENROUTER = "openrouter"
+    OLLAMA = "ollama"
+    BEDROCK = "bedrock"
 
 
 class Settings(BaseSettings):
@@ -86,6 +89,28 @@ class Settings(BaseSettings):
     openai_model: str | None = None
     openai_timeout: int = Field(default=60, ge=1, le=3600)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: BaseURL = "https://openrouter.ai/api/v1"
+    openrouter_model: str | None = None
+    openrouter_timeout: int = Field(default=60, ge=1, le=3600)
+    openrouter_max_retries: int = Field(default=3, ge=0, le=10)
+    # Sent as OpenRouter's attribution headers (HTTP-Referer, X-Title) when set.
+    openrouter_app_url: str | None = Field(default=None, max_length=500)
+    openrouter_app_title: str | None = Field(default=None, max_length=200)
+    ollama_base_url: BaseURL = "http://localhost:11434"
+    ollama_model: str | None = None
+    ollama_timeout: int = Field(default=60, ge=1, le=3600)
+    ollama_max_retries: int = Field(default=3, ge=0, le=10)
+    ollama_num_ctx: int | None = Field(default=None, ge=256, le=1_048_576)
+    ollama_keep_alive: str | None = Field(default=None, max_length=20)
+    bedrock_model: str | None = None
+    aws_region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+    # One URL for the runtime and the control plane (a VPC endpoint, or a test's stand-in).
+    bedrock_endpoint_url: BaseURL | None = None
+    # A Bedrock API key; without it the standard AWS credential chain is used.
+    aws_bearer_token_bedrock: SecretStr | None = None
+    bedrock_timeout: int = Field(default=60, ge=1, le=3600)
+    bedrock_max_retries: int = Field(default=3, ge=0, le=10)
     llm_retry_backoff: float = Field(default=0.5, ge=0, le=30)
     llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     llm_max_concurrency: int = Field(default=16, ge=1, le=10_000)
@@ -110,7 +135,20 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "lmstudio_model", "openai_model", "lmstudio_api_key", "openai_api_key", mode="before"
+        "lmstudio_model",
+        "openai_model",
+        "openrouter_model",
+        "ollama_model",
+        "bedrock_model",
+        "lmstudio_api_key",
+        "openai_api_key",
+        "openrouter_api_key",
+        "aws_bearer_token_bedrock",
+        "openrouter_app_url",
+        "openrouter_app_title",
+        "ollama_keep_alive",
+        "bedrock_endpoint_url",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -29,22 +29,64 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One finished reply: its text, any reasoning, why it stopped, and what it cost."""
+    """One finished reply: its text, any reasoning, why it stopped, what it cost, and which
+    provider and model answered (empty only inside a provider's wire, which the service
+    fills in)."""
 
     text: str
     finish_reason: str | None = None
     reasoning: str | None = None
     usage: Usage = field(default_factory=Usage)
+    provider: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """A piece of a streamed reply; the last one carries `finish_reason` and `usage`."""
+    """A piece of a streamed reply; the last one carries `finish_reason`, `usage`, and the
+    provider and model that answered."""
 
     text: str = ""
     reasoning: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    provider: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider's wire can do, so that provider-neutral code can choose without
+    knowing which provider it talks to."""
+
+    json_schema: bool = True
+    """Output constrained to a JSON Schema (OpenAI's `response_format: json_schema`,
+    Ollama's `format`, Bedrock's `outputConfig`)."""
+    json_object: bool = True
+    """A "JSON only" mode without a schema."""
+    tool_forced_output: bool = False
+    """Structured output through a forced tool call whose input schema is the schema."""
+    context_length: bool = False
+    """Discovery reports each model's context length."""
+    loaded_state: bool = False
+    """Discovery reports whether each model is loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat request as every wire receives it (OpenAI's vocabulary; a wire translates).
+
+    `response_format` is OpenAI's shape: `{"type": "json_object"}` or
+    `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": true}}`.
+    """
+
+    model: str
+    messages: Sequence[Message]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +99,33 @@ class ModelInfo:
     max_context_length: int | None = None
     publisher: str | None = None
     quantization: str | None = None
+    structured_output: bool | None = None  # OpenRouter: `structured_outputs` is supported
+
+
+class ProviderWire(Protocol):
+    """What a provider module implements: its wire protocol and nothing else.
+
+    One call is one attempt. Every failure is raised as an `LLMError` whose `retryable` says
+    whether sending the request again is safe (nothing reached the upstream's model, or it
+    refused before generating); retries, deadlines, the concurrency slot, metrics and logs
+    belong to the provider-neutral service that drives the wire (`calls.py`).
+    """
+
+    capabilities: Capabilities
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """One completion, or an LLMError."""
+        ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """The completion as it arrives. Chunks without text are allowed (keep-alives);
+        the last one carries `finish_reason` and, when the upstream reports it, `usage`.
+        A stream that ends without a finish reason is treated as broken off."""
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the upstream offers (one attempt: discovery should fail fast)."""
+        ...
 
 
 @runtime_checkable

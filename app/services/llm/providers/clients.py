@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,10 +61,22 @@ def pooled_client(
     return client
 
 
+Closer = Callable[[], Awaitable[None]]
+_closers: PerLoop[dict[tuple[str, ...], Closer]] = PerLoop(dict)
+
+
+def close_with_loop(key: tuple[str, ...], close: Closer) -> None:
+    """Have `close_clients` call `close` (a pooled session or client of a provider that is
+    not on the SDK: aiohttp for Ollama, aiobotocore for Bedrock); one closer per `key`."""
+    _closers.get()[key] = close
+
+
 async def close_clients() -> None:
     """Close every pooled client of the running loop (at application shutdown)."""
     for client in (_clients.pop() or {}).values():
         await client.close()
+    for close in (_closers.pop() or {}).values():
+        await close()
 
 
 def redact_url(url: str) -> str:
