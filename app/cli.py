@@ -18,10 +18,15 @@ from app.core.config import LLMProvider, get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import downgrade, upgrade
 from app.models import LLMSettingsUpdate
-from app.services.llm.errors import LLMConfigurationError, LLMError
-from app.services.llm.factory import get_llm_service_with_overrides, lmstudio_service
-from app.services.llm.providers.clients import close_clients, redact_url
-from app.services.llm.providers.lmstudio import NO_MODELS_HINT
+from app.services.llm import (
+    NO_MODELS_HINT,
+    LLMConfigurationError,
+    LLMError,
+    close_clients,
+    get_llm_service_with_overrides,
+    lmstudio_service,
+    redact_url,
+)
 from app.services.llm.settings import load_effective_settings, save_llm_settings
 from app.services.users import ensure_first_superuser
 

@@ -20,7 +20,7 @@ from app.api.v1 import api_router
 from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
-from app.services.llm.providers.clients import close_clients
+from app.services.llm import close_clients
 from app.services.llm.settings import SettingsWatcher
 from app.services.users import ensure_first_superuser
 

@@ -21,6 +21,7 @@ from benchmarks.processes import ROOT, Gateway, Upstream
 WATCHED = (
     "(app/api/openai_compat.py)",
     "(app/api/deps.py)",
+    "(app/services/llm/calls.py)",
     "(app/services/llm/providers/openai_compatible.py)",
     "(app/services/llm/factory.py)",
     "(app/services/llm/settings.py)",

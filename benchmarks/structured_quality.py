@@ -4,7 +4,7 @@ The in-process llama.cpp server of the real-model test tier
 (`tests.realmodel.llama_server.LlamaServer`, SmolLM2-135M; a fresh one per approach, see
 `run`) answers every task of `benchmarks.structured_tasks` three ways:
 
-(a) ``ours``: `app.services.llm.structured.generate_structured` on an `LMStudioService`
+(a) ``ours``: `app.services.llm.structured.generate_structured` on LM Studio's `ProviderService`
     (json_schema → json_object → prompt ladder with validate-and-repair);
 (b) ``naive``: one ``response_format={"type": "json_object"}`` call with the openai SDK,
     then ``Model.model_validate_json``; any error makes the call invalid, no retry;
@@ -40,11 +40,12 @@ import openai
 from pydantic import ValidationError
 
 from app.core.config import LLMProvider, Settings, get_settings, set_settings
+from app.services.llm.calls import ProviderService
 from app.services.llm.config import LMStudioConfig
 from app.services.llm.errors import LLMError, LLMValidationError
 from app.services.llm.protocol import Completion
 from app.services.llm.providers.clients import close_clients
-from app.services.llm.providers.lmstudio import LMStudioService
+from app.services.llm.providers.lmstudio import SPEC
 from app.services.llm.structured import forget_modes, generate_structured
 from benchmarks.structured_tasks import TASK_CLASSES, TASKS, Task
 from benchmarks.venvs import ROOT, ensure_venv
@@ -61,8 +62,8 @@ RAW_CHARS = 600
 Record = dict[str, Any]
 
 
-class _CountingLMStudioService(LMStudioService):
-    """`LMStudioService` that counts the chat completions the ladder sends."""
+class _CountingLMStudioService(ProviderService):
+    """LM Studio's `ProviderService` that counts the chat completions the ladder sends."""
 
     requests = 0
 
@@ -85,14 +86,14 @@ async def run_ours(
     max_tokens: int,
     max_retries: int,
 ) -> list[Record]:
-    """Approach (a): `generate_structured` through `LMStudioService`, one call per task."""
+    """Approach (a): `generate_structured` on LM Studio's `ProviderService`, one call a task."""
     config = LMStudioConfig(
         base_url=server.base_url,
         default_model=server.model,
         max_retries=max_retries,
         timeout=300,
     )
-    service = _CountingLMStudioService(config, retry_backoff=0.01)
+    service = _CountingLMStudioService(SPEC, config, retry_backoff=0.01)
     forget_modes()  # the remembered rung starts empty, as in a fresh process
     records: list[Record] = []
     for task in tasks:

@@ -27,7 +27,7 @@ from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.models import LLMSettings
-from app.services.llm.providers.openai_compatible import clear_discovery_cache
+from app.services.llm import clear_discovery_cache
 from app.services.llm.settings import invalidate_cache
 from app.services.llm.structured import forget_modes
 from tests.upstream import StandInServer

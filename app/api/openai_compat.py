@@ -26,15 +26,16 @@ from app.api.deps import SettingsDep, caller_is_admin, get_current_user
 from app.api.streaming import sse_response
 from app.core.config import LLMProvider
 from app.models import ModelName
-from app.services.llm.errors import LLMError
-from app.services.llm.factory import (
+from app.services.llm import (
     LLMServiceResult,
+    StreamChunk,
+    Usage,
+    discover_models,
     get_llm_service_with_overrides,
     lmstudio_service,
 )
+from app.services.llm.errors import LLMError
 from app.services.llm.json_schema_guard import check_size
-from app.services.llm.protocol import StreamChunk, Usage
-from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import load_effective_settings
 
 PREFIX = "/v1"

@@ -12,19 +12,20 @@ from enum import StrEnum
 import pytest
 from pydantic import BaseModel, Field
 
+from app.services.llm import ProviderService
 from app.services.llm.config import LMStudioConfig
-from app.services.llm.providers.lmstudio import LMStudioService
+from app.services.llm.providers.lmstudio import SPEC
 from app.services.llm.structured import StructuredMode, generate_structured
 
 from .llama_server import LlamaServer
 
 
 @pytest.fixture
-def service(llama_server: LlamaServer) -> LMStudioService:
+def service(llama_server: LlamaServer) -> ProviderService:
     config = LMStudioConfig(
         base_url=llama_server.base_url, default_model=llama_server.model, timeout=60
     )
-    return LMStudioService(config, retry_backoff=0.01)
+    return ProviderService(SPEC, config, retry_backoff=0.01)
 
 
 class City(BaseModel):
@@ -56,26 +57,26 @@ class Rating(BaseModel):
 
 
 async def test_discovery_falls_back_to_v1_models(
-    service: LMStudioService, llama_server: LlamaServer
+    service: ProviderService, llama_server: LlamaServer
 ) -> None:
     models = await service.list_models()
     assert [m.id for m in models] == [llama_server.model]
     assert models[0].max_context_length == llama_server.n_ctx
 
 
-async def test_get_response_returns_text(service: LMStudioService) -> None:
+async def test_get_response_returns_text(service: ProviderService) -> None:
     text = await service.get_response("Say hello.", max_tokens=16, temperature=0)
     assert isinstance(text, str)
     assert text.strip()
 
 
-async def test_stream_response_arrives_in_chunks(service: LMStudioService) -> None:
+async def test_stream_response_arrives_in_chunks(service: ProviderService) -> None:
     chunks = [c async for c in service.stream_response("Count to ten.", max_tokens=24)]
     assert len(chunks) > 3
     assert "".join(chunks).strip()
 
 
-async def test_usage_and_finish_reason_are_reported(service: LMStudioService) -> None:
+async def test_usage_and_finish_reason_are_reported(service: ProviderService) -> None:
     completion = await service.complete(
         [{"role": "user", "content": "Tell me a story."}], max_tokens=5, temperature=0
     )
@@ -94,7 +95,7 @@ async def test_usage_and_finish_reason_are_reported(service: LMStudioService) ->
     ids=["flat", "nested-enum-list", "numeric-bounds"],
 )
 async def test_structured_responses_validate(
-    service: LMStudioService, prompt: str, model: type[BaseModel]
+    service: ProviderService, prompt: str, model: type[BaseModel]
 ) -> None:
     # Seeded and at temperature 0, so each case is repeatable; the grammar fixes the shape
     # and the validate-and-repair loop catches what it cannot (numeric bounds).
@@ -107,7 +108,7 @@ async def test_structured_responses_validate(
 
 
 async def test_a_call_after_a_stream_needs_no_backoff(
-    service: LMStudioService, caplog: pytest.LogCaptureFixture
+    service: ProviderService, caplog: pytest.LogCaptureFixture
 ) -> None:
     # llama.cpp closes the connection after a stream; the pooled client must not turn that
     # into a connection error with a retry delay.

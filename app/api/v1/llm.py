@@ -15,15 +15,19 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.deps import SettingsDep, get_current_user
 from app.api.streaming import sse_response
 from app.models import ModelName
-from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
+from app.services.llm import (
+    LLMServiceResult,
+    StreamChunk,
+    Usage,
+    build_messages,
+    get_llm_service_with_overrides,
+)
 from app.services.llm.json_schema_guard import (
     GuardedSchema,
     UnsafeSchemaError,
     check_size,
     guard_schema_off_loop,
 )
-from app.services.llm.protocol import StreamChunk, Usage
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService, build_messages
 from app.services.llm.structured import generate_structured_json
 
 router = APIRouter(prefix="/llm", tags=["llm"], dependencies=[Depends(get_current_user)])
@@ -144,7 +148,6 @@ async def structured(body: StructuredRequest, settings: SettingsDep) -> Structur
     """JSON that validates against `schema`; 422 with the last raw reply if none did."""
     guarded = await _guarded(body)
     chosen = await _service(body, settings)
-    assert isinstance(chosen.service, OpenAICompatibleService)
     started = time.perf_counter()
     result = await generate_structured_json(
         chosen.service,

@@ -19,12 +19,16 @@ from app.models import (
     LMStudioModelsDetail,
     LMStudioUnloadRequest,
 )
-from app.services.llm.factory import PROVIDERS, lmstudio_service
+from app.services.llm import (
+    NO_MODELS_HINT,
+    PROVIDERS,
+    ProviderService,
+    discover_models,
+    lmstudio_service,
+    redact_url,
+)
 from app.services.llm.health import ProviderHealth, check_providers
 from app.services.llm.lmstudio_models import LoadResult, UnloadResult, load_model, unload_model
-from app.services.llm.providers.clients import redact_url
-from app.services.llm.providers.lmstudio import NO_MODELS_HINT, LMStudioService
-from app.services.llm.providers.openai_compatible import discover_models
 from app.services.llm.settings import (
     SINGLETON_ID,
     EffectiveLLMSettings,
@@ -83,7 +87,7 @@ async def update_llm_settings(
 @router.get("/lmstudio/models", response_model=None)
 async def list_lmstudio_models(
     user: CurrentUser,
-    service: Annotated[LMStudioService, Depends(lmstudio_service)],
+    service: Annotated[ProviderService, Depends(lmstudio_service)],
     detail: Annotated[bool, Query(description="Objects with state and context length")] = False,
 ) -> list[str] | LMStudioModelsDetail:
     """The models LM Studio offers: ids, or with `?detail=true` their type, state and context."""
@@ -155,10 +159,10 @@ async def read_setting_fields(
             value=effective.provider.value,
             source="database" if row is not None else "environment",
             env="LLM_PROVIDER",
-            choices=[Choice(p.value, cls.display_name) for p, cls in PROVIDERS.items()],
+            choices=[Choice(p.value, spec.display_name) for p, spec in PROVIDERS.items()],
         )
     ]
-    for provider, service_class in PROVIDERS.items():
+    for provider, spec in PROVIDERS.items():
         saved = getattr(row, f"{provider.value}_model", None) if row is not None else None
         source: Literal["database", "environment", "unset"] = (
             "database" if saved else "environment" if env_model(settings, provider) else "unset"
@@ -166,11 +170,11 @@ async def read_setting_fields(
         fields.append(
             SettingField(
                 name=f"{provider.value}_model",
-                label=f"{service_class.display_name} model",
+                label=f"{spec.display_name} model",
                 kind="model",
                 value=effective.model_for(provider),
                 source=source,
-                env=f"{service_class.env_prefix}_MODEL",
+                env=f"{spec.env_prefix}_MODEL",
                 provider=provider,
                 discovery=DISCOVERY.get(provider),
             )
@@ -195,7 +199,7 @@ async def read_provider_health(
 @router.post("/lmstudio/models/load")
 async def load_lmstudio_model(
     _admin: AdminUser,
-    service: Annotated[LMStudioService, Depends(lmstudio_service)],
+    service: Annotated[ProviderService, Depends(lmstudio_service)],
     body: LMStudioLoadRequest,
 ) -> LoadResult:
     """Load a model in LM Studio (>= 0.4), unless it is loaded already (admin only)."""
@@ -205,7 +209,7 @@ async def load_lmstudio_model(
 @router.post("/lmstudio/models/unload")
 async def unload_lmstudio_model(
     _admin: AdminUser,
-    service: Annotated[LMStudioService, Depends(lmstudio_service)],
+    service: Annotated[ProviderService, Depends(lmstudio_service)],
     body: LMStudioUnloadRequest,
 ) -> UnloadResult:
     """Unload every loaded instance of a model in LM Studio (>= 0.4) (admin only)."""

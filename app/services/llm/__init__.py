@@ -4,9 +4,24 @@ from app.services.llm import get_llm_service
 
 llm_service = await get_llm_service()
 print(await llm_service.get_response("Explain quantum computing"))
+
+Everything the API and the CLI use is imported from here.
 """
 
-from app.services.llm.config import LMStudioConfig, OpenAIConfig
+from app.services.llm.calls import (
+    ProviderService,
+    build_messages,
+    clear_discovery_cache,
+    discover_models,
+)
+from app.services.llm.config import (
+    BedrockConfig,
+    LMStudioConfig,
+    OllamaConfig,
+    OpenAIConfig,
+    OpenRouterConfig,
+    ProviderConfig,
+)
 from app.services.llm.errors import (
     LLMConfigurationError,
     LLMConnectionError,
@@ -17,8 +32,25 @@ from app.services.llm.errors import (
     LLMUpstreamError,
     LLMValidationError,
 )
-from app.services.llm.factory import LLMServiceResult, get_llm_service_with_overrides
-from app.services.llm.protocol import LLMService
+from app.services.llm.factory import (
+    LLMServiceResult,
+    discovery_service,
+    get_llm_service_with_overrides,
+    lmstudio_service,
+    parse_provider,
+)
+from app.services.llm.protocol import (
+    Capabilities,
+    Completion,
+    LLMService,
+    ModelInfo,
+    StreamChunk,
+    Usage,
+)
+from app.services.llm.providers import PROVIDERS
+from app.services.llm.providers.base import ProviderSpec
+from app.services.llm.providers.clients import close_clients, redact_url
+from app.services.llm.providers.lmstudio import NO_MODELS_HINT
 
 
 async def get_llm_service() -> LLMService:
@@ -30,6 +62,11 @@ async def get_llm_service() -> LLMService:
 
 
 __all__ = [
+    "NO_MODELS_HINT",
+    "PROVIDERS",
+    "BedrockConfig",
+    "Capabilities",
+    "Completion",
     "LLMConfigurationError",
     "LLMConnectionError",
     "LLMError",
@@ -41,7 +78,23 @@ __all__ = [
     "LLMUpstreamError",
     "LLMValidationError",
     "LMStudioConfig",
+    "ModelInfo",
+    "OllamaConfig",
     "OpenAIConfig",
+    "OpenRouterConfig",
+    "ProviderConfig",
+    "ProviderService",
+    "ProviderSpec",
+    "StreamChunk",
+    "Usage",
+    "build_messages",
+    "clear_discovery_cache",
+    "close_clients",
+    "discover_models",
+    "discovery_service",
     "get_llm_service",
     "get_llm_service_with_overrides",
+    "lmstudio_service",
+    "parse_provider",
+    "redact_url",
 ]

@@ -23,7 +23,6 @@ class LMStudioConfig(ProviderConfig):
     default_model: str  # Default model name
     max_retries: int = Field(default=3, ge=0, le=10)  # Retry attempts
     timeout: int = Field(default=60, ge=1, le=3600)  # Request timeout in seconds
-    api_key: SecretStr | None = None  # only when LM Studio's server requires authentication
 
 
 class OpenAIConfig(ProviderConfig):

@@ -5,18 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.config import LLMProvider, get_settings
+from app.services.llm.calls import ProviderService
 from app.services.llm.errors import LLMConfigurationError
 from app.services.llm.metrics import allow_model_labels
 from app.services.llm.protocol import LLMService
-from app.services.llm.providers.lmstudio import LMStudioService
-from app.services.llm.providers.openai import OpenAIService
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.providers import PROVIDERS
 from app.services.llm.settings import load_effective_settings
-
-PROVIDERS: dict[LLMProvider, type[OpenAICompatibleService]] = {
-    LLMProvider.LMSTUDIO: LMStudioService,
-    LLMProvider.OPENAI: OpenAIService,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,26 +25,26 @@ class LLMServiceResult:
 def parse_provider(value: str | LLMProvider) -> LLMProvider:
     """The provider named `value`; LLMConfigurationError listing the choices otherwise."""
     try:
-        return LLMProvider(str(value).strip().lower())
+        provider = LLMProvider(str(value).strip().lower())
     except ValueError:
-        choices = ", ".join(p.value for p in LLMProvider)
-        raise LLMConfigurationError(
-            f"Unknown LLM provider '{value}'; choose one of: {choices}"
-        ) from None
+        provider = None
+    if provider is None or provider not in PROVIDERS:
+        choices = ", ".join(p.value for p in PROVIDERS)
+        raise LLMConfigurationError(f"Unknown LLM provider '{value}'; choose one of: {choices}")
+    return provider
 
 
-def build_service(provider: LLMProvider, model: str) -> OpenAICompatibleService:
+def build_service(provider: LLMProvider, model: str) -> ProviderService:
     """The service for `provider` and `model` with the current env settings.
 
     Services are cheap and stateless: connections are pooled per upstream (`clients`), so
     building one per call costs a config object, not a connection.
     """
     settings = get_settings()
-    service_class = PROVIDERS[provider]
-    return service_class(
-        service_class.config_from(settings, model),
-        retry_backoff=settings.llm_retry_backoff,
-        transport=settings.llm_http_transport,
+    spec = PROVIDERS[provider]
+    spec.check(settings)
+    return ProviderService(
+        spec, spec.config_from(settings, model), retry_backoff=settings.llm_retry_backoff
     )
 
 
@@ -68,17 +62,20 @@ async def get_llm_service_with_overrides(
         allow_model_labels([configured])
     chosen_model = (model or "").strip() or configured
     if not chosen_model:
-        service_class = PROVIDERS[chosen]
+        spec = PROVIDERS[chosen]
         raise LLMConfigurationError(
-            f"No {service_class.display_name} model is configured: set {chosen.value}_model "
-            f"with PATCH /api/v1/llm-settings, or set {service_class.env_prefix}_MODEL"
+            f"No {spec.display_name} model is configured: set {chosen.value}_model "
+            f"with PATCH /api/v1/llm-settings, or set {spec.env_prefix}_MODEL"
         )
     return LLMServiceResult(build_service(chosen, chosen_model), chosen, chosen_model)
 
 
-async def lmstudio_service() -> LMStudioService:
-    """The LM Studio service for model discovery: needs neither a chosen model nor the
+def discovery_service(provider: LLMProvider) -> ProviderService:
+    """A service for listing `provider`'s models: needs neither a chosen model nor the
     database (the placeholder model never reaches a chat request)."""
-    service = build_service(LLMProvider.LMSTUDIO, "-")
-    assert isinstance(service, LMStudioService)
-    return service
+    return build_service(provider, "-")
+
+
+async def lmstudio_service() -> ProviderService:
+    """The LM Studio service for model discovery and management (a FastAPI dependency)."""
+    return discovery_service(LLMProvider.LMSTUDIO)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from app.core.config import LLMProvider, Settings
 from app.services.llm.errors import LLMError
-from app.services.llm.factory import PROVIDERS, build_service
-from app.services.llm.providers.clients import redact_url
+from app.services.llm.factory import build_service
+from app.services.llm.providers import PROVIDERS
 from app.services.llm.settings import EffectiveLLMSettings
 
 HEALTH_TIMEOUT = 5.0
@@ -46,25 +46,15 @@ async def check_providers(
     deadline: float | None = None,
 ) -> list[ProviderHealth]:
     """The health of `providers` (default: every provider), checked concurrently."""
-    chosen = providers or list(LLMProvider)
+    chosen = providers or list(PROVIDERS)
     deadline = HEALTH_TIMEOUT if deadline is None else deadline
     return list(await asyncio.gather(*(_check(p, settings, effective, deadline) for p in chosen)))
-
-
-def _key_set(settings: Settings, provider: LLMProvider) -> bool:
-    key = getattr(settings, f"{provider.value}_api_key", None)
-    return key is not None and bool(key.get_secret_value())
-
-
-def _base_url(settings: Settings, provider: LLMProvider) -> str:
-    value = getattr(settings, f"{provider.value}_base_url", "")
-    return redact_url(value) if isinstance(value, str) else ""
 
 
 async def _check(
     provider: LLMProvider, settings: Settings, effective: EffectiveLLMSettings, deadline: float
 ) -> ProviderHealth:
-    service_class = PROVIDERS[provider]
+    spec = PROVIDERS[provider]
     model = effective.model_for(provider)
 
     def health(
@@ -76,12 +66,12 @@ async def _check(
     ) -> ProviderHealth:
         return ProviderHealth(
             provider=provider,
-            display_name=service_class.display_name,
+            display_name=spec.display_name,
             active=effective.provider == provider,
             configured=configured,
             model=model,
-            base_url=_base_url(settings, provider),
-            key_set=_key_set(settings, provider),
+            base_url=spec.base_url(settings),
+            key_set=spec.credentials_set(settings),
             reachable=reachable,
             latency_ms=latency,
             model_count=count,
@@ -89,7 +79,7 @@ async def _check(
         )
 
     try:
-        service_class.check_settings(settings)
+        spec.check(settings)
         service = build_service(provider, model or "-")
     except LLMError as exc:
         return health(False, None, None, None, exc.message)
@@ -100,6 +90,6 @@ async def _check(
     except LLMError as exc:
         return health(True, False, None, None, exc.message)
     except TimeoutError:
-        message = f"{service_class.display_name} did not list its models within {deadline:g} s"
+        message = f"{spec.display_name} did not list its models within {deadline:g} s"
         return health(True, False, None, None, message)
     return health(True, True, round((time.perf_counter() - started) * 1000, 1), count, None)

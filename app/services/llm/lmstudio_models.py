@@ -14,9 +14,9 @@ from typing import Any, Literal
 import openai
 
 from app.core.config import get_settings
+from app.services.llm.calls import ProviderService, clear_discovery_cache
 from app.services.llm.errors import LLMModelNotFoundError, LLMUpstreamError
-from app.services.llm.providers.lmstudio import LMStudioService
-from app.services.llm.providers.openai_compatible import clear_discovery_cache
+from app.services.llm.providers.lmstudio import LMStudioWire
 from app.services.llm.providers.wire import UPSTREAM_FAILURES, upstream_message
 
 LOAD_TIMEOUT_FLOOR = 300.0  # seconds: a large model takes minutes to load from disk
@@ -47,8 +47,19 @@ class UnloadResult:
     instance_ids: list[str]
 
 
-async def loaded_instances(service: LMStudioService) -> dict[str, list[str]]:
+def _wire(llm: ProviderService) -> LMStudioWire:
+    wire = llm.wire
+    if not isinstance(wire, LMStudioWire):
+        raise TypeError(f"model management needs the LM Studio provider, not {llm.provider}")
+    return wire
+
+
+async def loaded_instances(llm: ProviderService) -> dict[str, list[str]]:
     """Every downloaded model's key with the ids of its loaded instances."""
+    return await _loaded_instances(_wire(llm))
+
+
+async def _loaded_instances(service: LMStudioWire) -> dict[str, list[str]]:
     body = await _call(service, "GET", "/api/v1/models", None, wait=None, probe=True)
     models = body.get("models")
     if not isinstance(models, list):
@@ -67,10 +78,11 @@ async def loaded_instances(service: LMStudioService) -> dict[str, list[str]]:
 
 
 async def load_model(
-    service: LMStudioService, model: str, *, context_length: int | None, ttl: int | None
+    llm: ProviderService, model: str, *, context_length: int | None, ttl: int | None
 ) -> LoadResult:
     """Load `model` unless an instance of it is loaded already."""
-    instances = await loaded_instances(service)
+    service = _wire(llm)
+    instances = await _loaded_instances(service)
     if model not in instances:
         raise _not_downloaded(service, model, instances)
     if instances[model]:
@@ -95,9 +107,10 @@ async def load_model(
     )
 
 
-async def unload_model(service: LMStudioService, model: str) -> UnloadResult:
+async def unload_model(llm: ProviderService, model: str) -> UnloadResult:
     """Unload every loaded instance of `model`."""
-    instances = await loaded_instances(service)
+    service = _wire(llm)
+    instances = await _loaded_instances(service)
     if model not in instances:
         raise _not_downloaded(service, model, instances)
     for instance in instances[model]:
@@ -107,7 +120,7 @@ async def unload_model(service: LMStudioService, model: str) -> UnloadResult:
 
 
 async def _call(
-    service: LMStudioService,
+    service: LMStudioWire,
     method: Literal["GET", "POST"],
     path: str,
     payload: dict[str, Any] | None,
@@ -116,7 +129,7 @@ async def _call(
     probe: bool = False,
 ) -> dict[str, Any]:
     """One call to LM Studio's REST API; with `probe`, a 404 means the API is missing."""
-    url = service.base_url.removesuffix("/v1") + path
+    url = service.config.base_url.removesuffix("/v1") + path
     client = service._client()
     options: openai.RequestOptions = {"timeout": wait} if wait is not None else {}
     try:
@@ -128,15 +141,15 @@ async def _call(
         if probe and exc.status_code in (404, 405):
             raise _too_old(service) from exc
         if exc.status_code in (401, 403, 429):
-            raise service._translate(exc) from exc  # the key, or slow down: said as for chat
+            raise service.translate(exc) from exc  # the key, or slow down: said as for chat
         raise LLMUpstreamError(
-            f"LM Studio at {service._url()} answered {path} with HTTP {exc.status_code}: "
+            f"LM Studio at {service.url} answered {path} with HTTP {exc.status_code}: "
             f"{upstream_message(exc)}",
-            provider=service.provider,
+            provider=service.spec.provider,
             upstream_status=exc.status_code,
         ) from exc
     except UPSTREAM_FAILURES as exc:
-        raise service._translate(exc) from exc
+        raise service.translate(exc) from exc
     if not isinstance(body, dict):
         raise _too_old(service)
     said = body.get("error")
@@ -145,26 +158,26 @@ async def _call(
     if isinstance(said, str | dict):
         text = said if isinstance(said, str) else str(said.get("message", said))
         raise LLMUpstreamError(
-            f"LM Studio at {service._url()} refused {path}: {text}", provider=service.provider
+            f"LM Studio at {service.url} refused {path}: {text}", provider=service.spec.provider
         )
     return body
 
 
-def _too_old(service: LMStudioService) -> LMStudioTooOldError:
+def _too_old(service: LMStudioWire) -> LMStudioTooOldError:
     return LMStudioTooOldError(
-        f"LM Studio at {service._url()} has no model-management API: this LM Studio is older "
+        f"LM Studio at {service.url} has no model-management API: this LM Studio is older "
         "than 0.4 (or not LM Studio). Load the model in LM Studio's app (Developer tab) or "
         "with `lms load <model>`, or update LM Studio.",
-        provider=service.provider,
+        provider=service.spec.provider,
     )
 
 
 def _not_downloaded(
-    service: LMStudioService, model: str, instances: dict[str, list[str]]
+    service: LMStudioWire, model: str, instances: dict[str, list[str]]
 ) -> LLMModelNotFoundError:
     known = ", ".join(list(instances)[:5]) or "none"
     return LLMModelNotFoundError(
-        f"Model '{model}' is not downloaded in LM Studio at {service._url()} (models there: "
+        f"Model '{model}' is not downloaded in LM Studio at {service.url} (models there: "
         f"{known}); download it in LM Studio or with `lms get {model}`",
-        provider=service.provider,
+        provider=service.spec.provider,
     )

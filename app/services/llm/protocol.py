@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -111,13 +111,16 @@ class ProviderWire(Protocol):
     belong to the provider-neutral service that drives the wire (`calls.py`).
     """
 
-    capabilities: Capabilities
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this wire can do."""
+        ...
 
     async def complete(self, request: ChatRequest) -> Completion:
         """One completion, or an LLMError."""
         ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """The completion as it arrives. Chunks without text are allowed (keep-alives);
         the last one carries `finish_reason` and, when the upstream reports it, `usage`.
         A stream that ends without a finish reason is treated as broken off."""
@@ -140,6 +143,26 @@ class LLMService(Protocol):
     @property
     def model(self) -> str:
         """Which model answers."""
+        ...
+
+    @property
+    def display_name(self) -> str:
+        """The provider's name for people ("LM Studio")."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the provider can do (structured-output modes, discovery details)."""
+        ...
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed call may be sent again."""
+        ...
+
+    @property
+    def upstream(self) -> str:
+        """Where the provider is (its address without credentials)."""
         ...
 
     async def get_response(
@@ -204,4 +227,8 @@ class LLMService(Protocol):
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers."""
+        ...
+
+    async def context_length(self) -> int | None:
+        """The model's context window, when the provider reports it."""
         ...

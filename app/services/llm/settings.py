@@ -36,6 +36,7 @@ from app.services.credential_cache import NOTIFY_CHANNEL as CREDENTIALS_CHANNEL
 from app.services.credential_cache import credential_cache, on_credentials_notify
 from app.services.llm.errors import LLMConfigurationError, LLMSettingsUnavailableError
 from app.services.llm.per_loop import PerLoop
+from app.services.llm.providers import PROVIDERS
 
 logger = logging.getLogger("app.services.llm")
 
@@ -272,16 +273,14 @@ def check_usable(
     effective: EffectiveLLMSettings, provider: LLMProvider, settings: Settings
 ) -> None:
     """Raise LLMConfigurationError naming what to set if `provider` cannot be used."""
-    from app.services.llm.factory import PROVIDERS
-
-    service_class = PROVIDERS[provider]
+    spec = PROVIDERS[provider]
     if effective.model_for(provider) is None:
         raise LLMConfigurationError(
-            f"{service_class.display_name} model must be provided when switching to the "
+            f"{spec.display_name} model must be provided when switching to the "
             f"{provider.value} provider: send `{provider.value}_model`, or set "
-            f"{service_class.env_prefix}_MODEL"
+            f"{spec.env_prefix}_MODEL"
         )
-    service_class.check_settings(settings)
+    spec.check(settings)
 
 
 class SettingsWatcher:

@@ -21,17 +21,14 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
 from app.services.llm.json_schema_guard import GuardedSchema, ReplyNotValidatedError, guard_schema
-from app.services.llm.protocol import Message, ModelT
-
-if TYPE_CHECKING:
-    from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.protocol import Capabilities, LLMService, Message, ModelT
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -66,6 +63,17 @@ class StructuredResult(Generic[T]):
     raw_text: str
 
 
+def _rungs(capabilities: Capabilities) -> tuple[StructuredMode, ...]:
+    """The rungs this provider can climb: the prompt rung always, the others if it has them."""
+    return tuple(
+        mode
+        for mode in LADDER
+        if mode is StructuredMode.PROMPT
+        or (mode is StructuredMode.JSON_SCHEMA and capabilities.json_schema)
+        or (mode is StructuredMode.JSON_OBJECT and capabilities.json_object)
+    )
+
+
 def remembered_mode(base_url: str, model: str) -> StructuredMode | None:
     """The rung that last worked for this upstream and model, if any."""
     return _working_mode.get((base_url, model))
@@ -77,7 +85,7 @@ def forget_modes() -> None:
 
 
 async def generate_structured(
-    service: OpenAICompatibleService,
+    service: LLMService,
     prompt: str,
     response_model: type[ModelT],
     *,
@@ -105,7 +113,7 @@ async def generate_structured(
 
 
 async def generate_structured_json(
-    service: OpenAICompatibleService,
+    service: LLMService,
     prompt: str,
     schema: dict[str, Any] | GuardedSchema,
     *,
@@ -143,7 +151,7 @@ async def generate_structured_json(
 
 
 async def _ladder(
-    service: OpenAICompatibleService,
+    service: LLMService,
     prompt: str,
     schema: dict[str, Any],
     name: str,
@@ -154,9 +162,11 @@ async def _ladder(
     max_tokens: int | None,
     seed: int | None,
 ) -> StructuredResult[T]:
-    key = (service.base_url, service.model)
-    mode_index = LADDER.index(_working_mode.get(key, StructuredMode.JSON_SCHEMA))
-    budget = 1 + service.config.max_retries
+    key = (service.upstream, service.model)
+    rungs = _rungs(service.capabilities)
+    remembered = _working_mode.get(key)
+    mode_index = rungs.index(remembered) if remembered in rungs else 0
+    budget = 1 + service.max_retries
     asked = _Sampling(temperature, seed)
     room = max_tokens
     followup: list[Message] = []  # turns after the prompt: a repair, or a note on a cut
@@ -166,7 +176,7 @@ async def _ladder(
     raw, detail, cuts, attempts = "", "", 0, 0
 
     while attempts < budget:
-        mode = LADDER[mode_index]
+        mode = rungs[mode_index]
         messages = [*_messages(prompt, system, schema, mode), *followup]
         response_format = _response_format(mode, name, schema)
         sampling = asked.varied(attempts + 1) if vary else asked
@@ -181,13 +191,13 @@ async def _ladder(
                 seed=sampling.seed,
             )
         except LLMUpstreamError as exc:
-            if exc.upstream_status == 400 and mode_index + 1 < len(LADDER):
+            if exc.upstream_status == 400 and mode_index + 1 < len(rungs):
                 logger.debug(
                     "llm structured: %s rejected %s (%s); trying %s",
                     service.display_name,
                     mode,
                     exc.message,
-                    LADDER[mode_index + 1],
+                    rungs[mode_index + 1],
                 )
                 mode_index += 1
                 continue
@@ -287,7 +297,7 @@ def _fingerprint(
     )
 
 
-async def _more_room(service: OpenAICompatibleService, room: int | None) -> int:
+async def _more_room(service: LLMService, room: int | None) -> int:
     """Twice the token budget, within LLM_MAX_TOKENS and the model's context window."""
     wanted = min(2 * (room or DEFAULT_MAX_TOKENS), get_settings().llm_max_tokens)
     try:

@@ -18,12 +18,11 @@ from app.models import LLMSettingsUpdate
 from app.services.llm import (
     LLMConfigurationError,
     LLMService,
+    ProviderService,
     get_llm_service,
     get_llm_service_with_overrides,
 )
 from app.services.llm import settings as settings_module
-from app.services.llm.providers.lmstudio import LMStudioService
-from app.services.llm.providers.openai import OpenAIService
 from app.services.llm.settings import SettingsWatcher, load_effective_settings, save_llm_settings
 from tests.conftest import LLMEnv, serve_app
 from tests.upstream import StandInServer
@@ -32,7 +31,8 @@ from tests.upstream import StandInServer
 async def test_bare_call_uses_env_defaults(llm_env: LLMEnv) -> None:
     llm_env.set(llm_provider="lmstudio", lmstudio_model="local-model")
     service = await get_llm_service()
-    assert isinstance(service, LMStudioService)
+    assert isinstance(service, ProviderService)
+    assert service.provider == "lmstudio"
     assert service.model == "local-model"
     assert isinstance(service, LLMService)
 
@@ -80,7 +80,8 @@ async def test_openai_needs_a_key(llm_env: LLMEnv) -> None:
         await get_llm_service_with_overrides(provider="openai")
     llm_env.set(openai_model="gpt-4o-mini", openai_api_key="sk-test")
     result = await get_llm_service_with_overrides(provider="openai")
-    assert isinstance(result.service, OpenAIService)
+    assert isinstance(result.service, ProviderService)
+    assert result.service.provider == "openai"
     assert "sk-test" not in repr(result.service)
 
 

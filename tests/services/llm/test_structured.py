@@ -8,8 +8,7 @@ from enum import StrEnum
 import pytest
 from pydantic import BaseModel, Field
 
-from app.services.llm import LLMValidationError, get_llm_service_with_overrides
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm import LLMValidationError, ProviderService, get_llm_service_with_overrides
 from app.services.llm.structured import (
     StructuredMode,
     extract_json,
@@ -46,12 +45,10 @@ class Plan(BaseModel):
     note: str | None = None
 
 
-async def service(
-    llm_env: LLMEnv, max_retries: int = 3, **settings: object
-) -> OpenAICompatibleService:
+async def service(llm_env: LLMEnv, max_retries: int = 3, **settings: object) -> ProviderService:
     llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=max_retries, **settings)
     result = await get_llm_service_with_overrides(provider="lmstudio")
-    assert isinstance(result.service, OpenAICompatibleService)
+    assert isinstance(result.service, ProviderService)
     return result.service
 
 

@@ -3,7 +3,7 @@ and the standard translation of upstream failures into `LLMError`s (`Wire`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -95,7 +95,7 @@ class Wire:
         """One completion, or an LLMError."""
         raise NotImplementedError
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:  # pragma: no cover
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:  # pragma: no cover
         """The completion as it arrives."""
         raise NotImplementedError
 
@@ -147,6 +147,12 @@ class Wire:
             upstream=self.url,
         )
 
+    def upstream_error(self, message: str, *, retryable: bool = False) -> LLMUpstreamError:
+        """A 502 naming this upstream; `message` should say where (`at {self.url}`)."""
+        error = LLMUpstreamError(message, provider=self.spec.provider, upstream=self.url)
+        error.retryable = retryable
+        return error
+
     def invalid_reply_error(self, what: str = "a reply that is not valid JSON") -> LLMUpstreamError:
         """The upstream answered 2xx with something we cannot read."""
         return LLMUpstreamError(
@@ -196,6 +202,20 @@ class Wire:
             upstream=url,
             upstream_status=status,
         )
+
+    def stream_broke_off(self, translated: LLMError, exc: Exception, sent: int) -> LLMError:
+        """A stream that failed after it began: a timeout stays one; anything else is a
+        break-off, retryable while nothing has reached the caller (`sent` text chunks did)."""
+        if isinstance(translated, LLMTimeoutError):
+            return translated
+        error = LLMUpstreamError(
+            f"The stream from {self.spec.display_name} at {self.url} broke off after {sent} "
+            f"chunks ({type(exc).__name__})",
+            provider=self.spec.provider,
+            upstream=self.url,
+        )
+        error.retryable = True
+        return error
 
     def stream_error(self, message: str) -> LLMUpstreamError:
         """An error the upstream reported inside a stream it had answered 200 (OpenRouter's

@@ -9,8 +9,9 @@ import openai
 from app.core.config import LLMProvider, Settings, get_settings
 from app.services.llm.config import LMStudioConfig
 from app.services.llm.errors import LLMError, LLMModelNotFoundError, LLMNoModelsError
-from app.services.llm.protocol import ModelInfo
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService
+from app.services.llm.protocol import Capabilities, ModelInfo
+from app.services.llm.providers.base import ProviderSpec, needs_no_credentials
+from app.services.llm.providers.openai_compatible import OpenAIWire
 from app.services.llm.providers.wire import UPSTREAM_FAILURES, short_reason
 
 NO_MODELS_HINT = (
@@ -19,26 +20,14 @@ NO_MODELS_HINT = (
 )
 
 
-class LMStudioService(OpenAICompatibleService):
-    """A model served by LM Studio's local server."""
+class LMStudioWire(OpenAIWire):
+    """LM Studio's local server: OpenAI's wire, no API key, its native model listing."""
 
-    provider: ClassVar[LLMProvider] = LLMProvider.LMSTUDIO
-    display_name: ClassVar[str] = "LM Studio"
-    env_prefix: ClassVar[str] = "LMSTUDIO"
-    connection_hint: ClassVar[str] = (
-        "is LM Studio's server running? Start it in LM Studio (Developer tab) or with "
-        "`lms server start`, and check LMSTUDIO_BASE_URL"
+    # json_object: LM Studio itself answers it with a 400 (the ladder steps down a rung on
+    # that), but llama.cpp's server and others behind this provider support it.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        json_schema=True, json_object=True, context_length=True, loaded_state=True
     )
-
-    @classmethod
-    def config_from(cls, settings: Settings, model: str) -> LMStudioConfig:
-        """LMSTUDIO_BASE_URL, LMSTUDIO_TIMEOUT and LMSTUDIO_MAX_RETRIES with `model`."""
-        return LMStudioConfig(
-            base_url=settings.lmstudio_base_url,
-            default_model=model,
-            max_retries=settings.lmstudio_max_retries,
-            timeout=settings.lmstudio_timeout,
-        )
 
     def api_key(self) -> str:
         """LMSTUDIO_API_KEY when LM Studio requires authentication; else a placeholder."""
@@ -51,39 +40,66 @@ class LMStudioService(OpenAICompatibleService):
         return native if native is not None else await super().list_models()
 
     async def _native_models(self) -> list[ModelInfo] | None:
-        root = self.base_url.removesuffix("/v1")
+        root = self.config.base_url.removesuffix("/v1")
         try:
             body = await self._client().get(f"{root}/api/v0/models", cast_to=object)
         except openai.APIStatusError as exc:
             if exc.status_code == 404:
                 return None  # an older LM Studio, or another OpenAI-compatible server
-            raise self._translate(exc) from exc
+            raise self.translate(exc) from exc
         except UPSTREAM_FAILURES as exc:
-            raise self._translate(exc) from exc
+            raise self.translate(exc) from exc
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             return None
         return [_model_info(item) for item in body["data"] if isinstance(item, dict)]
 
-    def _translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+    def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+        """LM Studio's own words for "no model loaded" and "no such model", then the rest."""
         lowered = message.lower()
         if "no models loaded" in lowered or "no model loaded" in lowered:
             return LLMNoModelsError(
-                f"LM Studio at {self._url()} has no model loaded: {NO_MODELS_HINT}",
-                provider=self.provider,
-                upstream=self._url(),
+                f"LM Studio at {self.url} has no model loaded: {NO_MODELS_HINT}",
+                provider=self.spec.provider,
+                upstream=self.url,
             )
         unknown_model = "invalid model identifier" in lowered or (
             "model" in lowered and "not found" in lowered
         )
         if status in (400, 404) and unknown_model:
             return LLMModelNotFoundError(
-                f"Model '{self.model}' is not available on LM Studio at {self._url()} "
+                f"Model '{self.model}' is not available on LM Studio at {self.url} "
                 f"({short_reason(message)}); list what is there with "
                 "GET /api/v1/llm-settings/lmstudio/models",
-                provider=self.provider,
-                upstream=self._url(),
+                provider=self.spec.provider,
+                upstream=self.url,
             )
-        return super()._translate_status(status, message, exc)
+        return super().translate_status(status, message, exc)
+
+
+def config_from(settings: Settings, model: str) -> LMStudioConfig:
+    """LMSTUDIO_BASE_URL, LMSTUDIO_TIMEOUT, LMSTUDIO_MAX_RETRIES and LMSTUDIO_API_KEY."""
+    return LMStudioConfig(
+        base_url=settings.lmstudio_base_url,
+        default_model=model,
+        max_retries=settings.lmstudio_max_retries,
+        timeout=settings.lmstudio_timeout,
+    )
+
+
+SPEC = ProviderSpec(
+    provider=LLMProvider.LMSTUDIO,
+    display_name="LM Studio",
+    env_prefix="LMSTUDIO",
+    connection_hint=(
+        "is LM Studio's server running? Start it in LM Studio (Developer tab) or with "
+        "`lms server start`, and check LMSTUDIO_BASE_URL"
+    ),
+    local=True,
+    config_from=config_from,
+    make_wire=LMStudioWire,
+    credentials_set=lambda settings: settings.lmstudio_api_key is not None,
+    missing_credentials=needs_no_credentials,
+)
 
 
 def _model_info(item: dict[str, Any]) -> ModelInfo:

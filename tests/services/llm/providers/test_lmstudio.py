@@ -15,10 +15,10 @@ from app.services.llm import (
     LLMNoModelsError,
     LLMTimeoutError,
     LLMUpstreamError,
+    ProviderService,
     get_llm_service_with_overrides,
 )
 from app.services.llm.protocol import LLMService
-from app.services.llm.providers.openai_compatible import OpenAICompatibleService
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer, unused_url
 
@@ -259,7 +259,7 @@ async def test_odd_field_types_are_read_defensively(
     llm_env: LLMEnv, upstream: StandInServer
 ) -> None:
     llm = await service(llm_env)
-    assert isinstance(llm, OpenAICompatibleService)
+    assert isinstance(llm, ProviderService)
     odd = {
         "choices": [
             {"message": {"content": None, "reasoning_content": "thinking"}, "finish_reason": 7}

@@ -1,0 +1,456 @@
+"""The provider-neutral service: what every provider needs, around a wire that needs none of it.
+
+`ProviderService` drives one provider's wire (`ProviderWire`) and owns retries with backoff,
+the per-upstream concurrency slot, deadlines, metrics, timing and debug logging. The one
+rule of retries (and of fallback, `fallback.py`) lives here: a failure the wire marks
+`retryable` (nothing was generated: connection refused, 429, 5xx, a connect timeout, a
+stream broken before its first text) is sent again after a backoff; nothing else is, and
+nothing is once text has reached the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+from app.core.config import LLMProvider, get_settings
+from app.services.llm.config import ProviderConfig
+from app.services.llm.errors import (
+    LLMError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+    LLMUpstreamError,
+)
+from app.services.llm.limits import upstream_slot
+from app.services.llm.metrics import (
+    STREAMS_IN_FLIGHT,
+    TIME_TO_FIRST_TOKEN,
+    allow_model_labels,
+    model_label,
+    record_call,
+)
+from app.services.llm.protocol import (
+    Capabilities,
+    ChatRequest,
+    Completion,
+    Message,
+    ModelInfo,
+    ModelT,
+    ProviderWire,
+    StreamChunk,
+    Usage,
+)
+from app.services.llm.providers.base import ProviderSpec
+from app.services.llm.providers.clients import connect_timeout, redact_url
+
+logger = logging.getLogger("app.services.llm")
+T = TypeVar("T")
+
+
+class ProviderService:
+    """An LLM service: one provider and model, ready to answer (see `LLMService`)."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        config: ProviderConfig,
+        *,
+        retry_backoff: float = 0.5,
+        wire: ProviderWire | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.wire = wire if wire is not None else spec.make_wire(spec, config)
+        self.provider: LLMProvider = spec.provider
+        self.model = config.default_model
+        self.base_url = config.base_url
+        self.retry_backoff = retry_backoff
+
+    @property
+    def display_name(self) -> str:
+        """The provider's name for people ("LM Studio")."""
+        return self.spec.display_name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the provider's wire can do."""
+        return self.wire.capabilities
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed call may be sent again."""
+        return self.config.max_retries
+
+    @property
+    def upstream(self) -> str:
+        """The upstream's address without credentials: for messages, logs and cache keys."""
+        return redact_url(self.base_url)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(provider={self.provider.value!r}, model={self.model!r}, "
+            f"base_url={self.upstream!r})"
+        )
+
+    # ── the public interface ────────────────────────────────────────────────
+
+    async def get_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The model's reply to `prompt`, as text."""
+        completion = await self.complete(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        )
+        return completion.text
+
+    async def get_structured_response(
+        self,
+        prompt: str,
+        response_model: type[ModelT],
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ModelT:
+        """The reply validated as `response_model` (json_schema, then fallbacks, then repair)."""
+        from app.services.llm.structured import generate_structured
+
+        result = await generate_structured(
+            self,
+            prompt,
+            response_model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        return result.value
+
+    async def stream_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """The reply to `prompt` as text chunks, yielded as they arrive."""
+        async for chunk in self.stream_chunks(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        ):
+            if chunk.text:
+                yield chunk.text
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+    ) -> Completion:
+        """One chat completion, retried where safe, with usage, finish reason and who answered."""
+        request = ChatRequest(
+            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        )
+        started = time.perf_counter()
+        outcome, usage = "cancelled", None
+        try:
+            async with self._slot():
+                started = time.perf_counter()  # latency is the upstream's, not our queue's
+                completion = await self._retrying(
+                    "chat completion", lambda: self._within_deadline(self.wire.complete(request))
+                )
+            completion = dataclasses.replace(
+                completion, provider=self.provider.value, model=completion.model or self.model
+            )
+            usage, outcome = completion.usage, "ok"
+        except LLMError as exc:
+            outcome = exc.kind
+            self._log_failure("complete", exc)
+            raise
+        finally:
+            record_call(
+                self.provider, self.model, "complete", outcome, time.perf_counter() - started, usage
+            )
+        self._log_call("complete", messages, started, completion.usage, completion.finish_reason)
+        return completion
+
+    async def stream_chunks(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream a completion; the last chunk carries finish reason, usage and who answered.
+
+        Retries only until the first text has been yielded. Closing the iterator early
+        (a client that went away) closes the upstream connection at once.
+        """
+        request = ChatRequest(
+            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        )
+        started = time.perf_counter()
+        outcome, usage = "cancelled", None
+        in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
+        try:
+            async with self._slot():
+                started = time.perf_counter()  # time to first token excludes our queue
+                in_flight.inc()
+                try:
+                    async for chunk in self._stream_with_retries(request, started):
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                            outcome = "ok"
+                        yield chunk
+                finally:
+                    in_flight.dec()
+        except LLMError as exc:
+            outcome = exc.kind
+            self._log_failure("stream", exc)
+            raise
+        finally:
+            record_call(
+                self.provider, self.model, "stream", outcome, time.perf_counter() - started, usage
+            )
+
+    async def _stream_with_retries(
+        self, request: ChatRequest, started: float
+    ) -> AsyncIterator[StreamChunk]:
+        attempt = 0
+        while True:
+            stream = self.wire.stream(request)
+            yielded = 0
+            finish_reason: str | None = None
+            usage: Usage | None = None
+            answered_by = ""
+            try:
+                async for chunk in self._without_stalls(stream):
+                    usage = chunk.usage or usage
+                    finish_reason = chunk.finish_reason or finish_reason
+                    answered_by = chunk.model or answered_by
+                    if chunk.text or chunk.reasoning:
+                        if not yielded:
+                            TIME_TO_FIRST_TOKEN.labels(
+                                self.provider, model_label(self.model)
+                            ).observe(time.perf_counter() - started)
+                        yielded += 1
+                        yield StreamChunk(text=chunk.text, reasoning=chunk.reasoning)
+                if finish_reason is None:
+                    raise LLMUpstreamError(
+                        f"The stream from {self.display_name} at {self.upstream} ended before "
+                        f"the reply was complete (after {yielded} chunks)",
+                        provider=self.provider,
+                        upstream=self.upstream,
+                    )
+                usage = usage or Usage()
+                self._log_call("stream", request.messages, started, usage, finish_reason)
+                yield StreamChunk(
+                    finish_reason=finish_reason,
+                    usage=usage,
+                    provider=self.provider.value,
+                    model=answered_by or self.model,
+                )
+                return
+            except LLMError as error:
+                if yielded or not error.retryable or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                await self._sleep_before_retry("stream", attempt, error)
+            finally:
+                await stream.aclose()
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the upstream offers (no retries: discovery should fail fast)."""
+        return await self.wire.list_models()
+
+    async def context_length(self) -> int | None:
+        """The model's context window, when the provider's discovery reports it."""
+        for info in await discover_models(self):
+            if info.id == self.model:
+                return info.max_context_length
+        return None
+
+    # ── deadlines ───────────────────────────────────────────────────────────
+
+    def _patience(self) -> float:
+        """How long a whole reply, or a stream's wait for its next event, may take.
+
+        The client's own timeout bounds each wait for bytes, so an upstream that trickles a
+        byte now and then would otherwise hold a request for as long as it trickles. This
+        bound is the connect part plus `timeout`: later than the client's own read timeout,
+        which keeps its clearer error for an upstream that sends nothing at all (and keeps
+        the two from firing together: Python 3.11 then leaks a cancellation).
+        """
+        return connect_timeout(self.config.timeout) + self.config.timeout
+
+    async def _within_deadline(self, reply: Awaitable[T]) -> T:
+        """`reply`, given up after `_patience()` seconds."""
+        deadline = asyncio.timeout(self._patience())
+        try:
+            async with deadline:
+                return await reply
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise self._reply_too_slow() from exc
+            raise
+
+    async def _without_stalls(
+        self, stream: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        """The stream's chunks, given up when one takes longer than `_patience()` to arrive
+        (bytes trickling in without completing an event are no progress)."""
+        loop = asyncio.get_running_loop()
+        gap = self._patience()
+        stall = asyncio.timeout_at(loop.time() + gap)
+        try:
+            async with stall:
+                while True:
+                    try:
+                        chunk = await anext(stream)
+                    except StopAsyncIteration:
+                        return
+                    stall.reschedule(None)
+                    yield chunk
+                    stall.reschedule(loop.time() + gap)
+        except TimeoutError as exc:
+            if stall.expired():
+                raise self._reply_too_slow() from exc
+            raise
+
+    def _reply_too_slow(self) -> LLMTimeoutError:
+        return LLMTimeoutError(
+            f"{self.display_name} at {self.upstream} accepted the request but its reply did "
+            f"not come within {self._patience():g} s (model {self.model}); it was not sent "
+            f"again. Raise {self.spec.env_prefix}_TIMEOUT, ask for fewer tokens (max_tokens), "
+            "or use a smaller or faster model.",
+            provider=self.provider,
+            upstream=self.upstream,
+        )
+
+    # ── slot, retries, logs ─────────────────────────────────────────────────
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        settings = get_settings()
+        return upstream_slot(
+            self.upstream,
+            limit=settings.llm_max_concurrency,
+            wait=settings.llm_queue_timeout,
+            name=self.display_name,
+            provider=self.provider,
+        )
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except LLMError as error:
+                if not error.retryable or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                await self._sleep_before_retry(what, attempt, error)
+
+    async def _sleep_before_retry(self, what: str, attempt: int, error: LLMError) -> None:
+        delay = min(self.retry_backoff * 2 ** (attempt - 1), 8.0) * (0.5 + random.random() / 2)  # noqa: S311
+        if isinstance(error, LLMRateLimitError) and error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, 30.0))
+        status = getattr(error, "upstream_status", None)
+        logger.warning(
+            "llm retry %d/%d of %s in %.2fs: %s%s (provider=%s model=%r base_url=%s)",
+            attempt,
+            self.max_retries,
+            what,
+            delay,
+            error.kind,
+            f" HTTP {status}" if status else "",
+            self.provider,
+            self.model,
+            self.upstream,
+        )
+        await asyncio.sleep(delay)
+
+    def _log_failure(self, kind: str, error: LLMError) -> None:
+        # The message names the upstream; never the prompt (no message holds it).
+        level = logging.WARNING if error.status_code >= 500 else logging.INFO
+        logger.log(
+            level,
+            "llm %s failed: %s %r (provider=%s model=%r)",
+            kind,
+            error.kind,
+            error.message,
+            self.provider,
+            self.model,
+        )
+
+    def _log_call(
+        self,
+        kind: str,
+        messages: Sequence[Message],
+        started: float,
+        usage: Usage,
+        finish_reason: str | None,
+    ) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        logger.debug(
+            "llm %s provider=%s model=%r base_url=%s prompt_chars=%d latency_ms=%.1f "
+            "prompt_tokens=%d completion_tokens=%d finish_reason=%s",
+            kind,
+            self.provider,
+            self.model,
+            self.upstream,
+            sum(len(str(m.get("content", ""))) for m in messages),
+            (time.perf_counter() - started) * 1000,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            finish_reason,
+        )
+
+
+def build_messages(prompt: str, system: str | None = None) -> list[Message]:
+    """Chat messages for a single prompt with an optional system message."""
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+DISCOVERY_TTL = 3.0
+_discovery_cache: dict[tuple[str, str], tuple[float, list[ModelInfo]]] = {}
+
+
+async def discover_models(service: ProviderService) -> list[ModelInfo]:
+    """`service.list_models()`, cached for a few seconds per provider and address.
+
+    A settings page that polls should not hammer LM Studio; failures are never cached.
+    """
+    key = (service.provider.value, service.base_url)
+    now = time.monotonic()
+    cached = _discovery_cache.get(key)
+    if cached is not None and now - cached[0] < DISCOVERY_TTL:
+        return cached[1]
+    models = await service.list_models()
+    _discovery_cache[key] = (time.monotonic(), models)
+    allow_model_labels(info.id for info in models)
+    return models
+
+
+def clear_discovery_cache() -> None:
+    """Forget cached model lists (tests; after loading a model)."""
+    _discovery_cache.clear()
