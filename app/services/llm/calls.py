@@ -171,7 +171,10 @@ class ProviderService:
             async with self._slot():
                 started = time.perf_counter()  # latency is the upstream's, not our queue's
                 completion = await self._retrying(
-                    "chat completion", lambda: self._within_deadline(self.wire.complete(request))
+                    "chat completion",
+                    lambda attempt: self._within_deadline(
+                        self.wire.complete(dataclasses.replace(request, attempt=attempt))
+                    ),
                 )
             completion = dataclasses.replace(
                 completion, provider=self.provider.value, model=completion.model or self.model
@@ -235,7 +238,7 @@ class ProviderService:
     ) -> AsyncIterator[StreamChunk]:
         attempt = 0
         while True:
-            stream = self.wire.stream(request)
+            stream = self.wire.stream(dataclasses.replace(request, attempt=attempt))
             yielded = 0
             finish_reason: str | None = None
             usage: Usage | None = None
@@ -356,11 +359,11 @@ class ProviderService:
             provider=self.provider,
         )
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, what: str, call: Callable[[int], Awaitable[T]]) -> T:
         attempt = 0
         while True:
             try:
-                return await call()
+                return await call(attempt)
             except LLMError as error:
                 if not error.retryable or attempt >= self.max_retries:
                     raise

@@ -87,6 +87,10 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
+    attempt: int = 0
+    """How many times this request was sent before. A wire resends at once over a pooled
+    connection the server had closed only on the first attempt, so that a server hanging
+    up on every request costs one extra request per call, not one per retry."""
 
 
 @dataclass(frozen=True, slots=True)

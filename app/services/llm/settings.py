@@ -47,6 +47,15 @@ SINGLETON_ID = 1
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackEntry:
+    """One provider of the fallback chain (it answers with its own configured model)."""
+
+    provider: LLMProvider
+    allow_cloud: bool = False
+    """The admin's explicit opt-in to fall back to this cloud provider from a local one."""
+
+
+@dataclass(frozen=True, slots=True)
 class SavedSettings:
     """What the `llmsettings` row holds (None when no admin has saved anything)."""
 
@@ -65,6 +74,8 @@ class EffectiveLLMSettings:
     source: Literal["database", "environment"]
     version: int
     updated_at: datetime | None
+    fallbacks: tuple[FallbackEntry, ...] = ()
+    """The providers to try, in order, when the active one fails before answering."""
 
     @property
     def model(self) -> str | None:

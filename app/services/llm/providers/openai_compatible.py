@@ -78,9 +78,10 @@ class OpenAIWire(Wire):
         """
         body = self.body(request)
         response = await self._sent(
+            request,
             lambda: self._client().post(
                 "/chat/completions", body=body, cast_to=object, options=self._options()
-            )
+            ),
         )
         choice = first_choice(response)
         if choice is None:
@@ -100,6 +101,7 @@ class OpenAIWire(Wire):
         body = self.body(request)
         body.update(stream=True, stream_options={"include_usage": True})
         stream = await self._sent(
+            request,
             lambda: self._client().post(
                 "/chat/completions",
                 body=body,
@@ -107,7 +109,7 @@ class OpenAIWire(Wire):
                 options=self._options(),
                 stream=True,
                 stream_cls=AsyncStream[object],
-            )
+            ),
         )
         finish_reason: str | None = None
         usage: Usage | None = None
@@ -161,14 +163,14 @@ class OpenAIWire(Wire):
         transport = get_settings().llm_http_transport
         return pooled_client(self.config.base_url, self.api_key(), self.config.timeout, transport)
 
-    async def _sent(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()`, resent once at once when it went to a pooled connection the server had
-        closed (llama.cpp closes after a stream: the request never left); failures as
-        LLMErrors."""
+    async def _sent(self, request: ChatRequest, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, resent once at once on a first attempt that went to a pooled connection
+        the server had closed (llama.cpp closes after a stream: the request never left);
+        failures as LLMErrors."""
         try:
             return await call()
         except UPSTREAM_FAILURES as exc:
-            if not stale_connection(exc):
+            if request.attempt or not stale_connection(exc):
                 raise self.translate(exc) from exc
             logger.debug("llm: pooled connection was closed; resending")
         try:
