@@ -133,8 +133,8 @@ async def generate(body: GenerateRequest, settings: SettingsDep) -> Response:
     )
     reply = GenerateResponse(
         text=completion.text,
-        provider=chosen.provider,
-        model=chosen.model,
+        provider=completion.provider or chosen.provider,
+        model=completion.model or chosen.model,
         finish_reason=completion.finish_reason,
         usage=_usage(completion.usage),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -160,8 +160,8 @@ async def structured(body: StructuredRequest, settings: SettingsDep) -> Structur
     )
     return StructuredResponse(
         data=result.value,
-        provider=chosen.provider,
-        model=chosen.model,
+        provider=result.provider or chosen.provider,
+        model=result.model or chosen.model,
         attempts=result.attempts,
         mode=result.mode,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -191,8 +191,8 @@ async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceRes
             yield ServerSentEvent(_json({"text": chunk.text}), event="delta")
         if chunk.finish_reason is not None:
             done = {
-                "provider": chosen.provider,
-                "model": chosen.model,
+                "provider": chunk.provider or chosen.provider,
+                "model": chunk.model or chosen.model,
                 "finish_reason": chunk.finish_reason,
                 "usage": _usage(chunk.usage).model_dump(),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),

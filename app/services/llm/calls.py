@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -200,7 +200,7 @@ class ProviderService:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
 
         Retries only until the first text has been yielded. Closing the iterator early

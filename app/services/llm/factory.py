@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.calls import ProviderService
 from app.services.llm.errors import LLMConfigurationError
+from app.services.llm.fallback import FallbackService
 from app.services.llm.metrics import allow_model_labels
 from app.services.llm.protocol import LLMService
 from app.services.llm.providers import PROVIDERS
-from app.services.llm.settings import load_effective_settings
+from app.services.llm.settings import EffectiveLLMSettings, load_effective_settings
+
+logger = logging.getLogger("app.services.llm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ async def get_llm_service_with_overrides(
     Raises LLMConfigurationError for an unknown provider or one without a configured model.
     """
     effective = await load_effective_settings()
+    if provider is None and not (model or "").strip() and effective.fallbacks:
+        return _with_fallbacks(effective)
     chosen = parse_provider(provider) if provider is not None else effective.provider
     configured = effective.model_for(chosen)
     if configured:
@@ -68,6 +74,40 @@ async def get_llm_service_with_overrides(
             f"with PATCH /api/v1/llm-settings, or set {spec.env_prefix}_MODEL"
         )
     return LLMServiceResult(build_service(chosen, chosen_model), chosen, chosen_model)
+
+
+def _with_fallbacks(effective: EffectiveLLMSettings) -> LLMServiceResult:
+    """The active provider followed by every usable fallback (only when nothing was named
+    explicitly: a caller who asked for a provider or model gets that one)."""
+    primary = effective.provider
+    model = effective.model_for(primary)
+    if not model:
+        spec = PROVIDERS[primary]
+        raise LLMConfigurationError(
+            f"No {spec.display_name} model is configured: set {primary.value}_model "
+            f"with PATCH /api/v1/llm-settings, or set {spec.env_prefix}_MODEL"
+        )
+    allow_model_labels([model])
+    chain = [build_service(primary, model)]
+    for entry in effective.fallbacks:
+        fallback_model = effective.model_for(entry.provider)
+        if entry.provider not in PROVIDERS or entry.provider == primary or not fallback_model:
+            continue
+        if (
+            PROVIDERS[primary].local
+            and not PROVIDERS[entry.provider].local
+            and not entry.allow_cloud
+        ):
+            # Local stays local: prompts leave this machine only with the admin's opt-in.
+            continue
+        try:
+            chain.append(build_service(entry.provider, fallback_model))
+        except LLMConfigurationError as exc:
+            logger.debug("llm fallback %s skipped: %s", entry.provider, exc.message)
+            continue
+        allow_model_labels([fallback_model])
+    service: LLMService = FallbackService(chain) if len(chain) > 1 else chain[0]
+    return LLMServiceResult(service, primary, model)
 
 
 def discovery_service(provider: LLMProvider) -> ProviderService:

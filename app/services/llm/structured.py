@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
+from app.services.llm.fallback import with_fallback
 from app.services.llm.json_schema_guard import GuardedSchema, ReplyNotValidatedError, guard_schema
 from app.services.llm.protocol import Capabilities, LLMService, Message, ModelT
 
@@ -61,6 +62,9 @@ class StructuredResult(Generic[T]):
     attempts: int
     mode: StructuredMode
     raw_text: str
+    provider: str = ""
+    """Which provider answered (along a fallback chain, not always the first)."""
+    model: str = ""
 
 
 def _rungs(capabilities: Capabilities) -> tuple[StructuredMode, ...]:
@@ -99,16 +103,19 @@ async def generate_structured(
     async def validate(value: Any) -> ModelT:
         return response_model.model_validate(value)
 
-    return await _ladder(
+    return await with_fallback(
         service,
-        prompt,
-        strict_schema(response_model),
-        response_model.__name__,
-        validate,
-        system=system,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
+        lambda member: _ladder(
+            member,
+            prompt,
+            strict_schema(response_model),
+            response_model.__name__,
+            validate,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        ),
     )
 
 
@@ -137,16 +144,19 @@ async def generate_structured_json(
             raise ValueError("; ".join(errors))
         return value
 
-    return await _ladder(
+    return await with_fallback(
         service,
-        prompt,
-        strict_json_schema(guarded.schema),
-        name,
-        validate,
-        system=system,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
+        lambda member: _ladder(
+            member,
+            prompt,
+            strict_json_schema(guarded.schema),
+            name,
+            validate,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        ),
     )
 
 
@@ -234,7 +244,14 @@ async def _ladder(
                 followup = _repair(raw, detail, mode, schema, echo=not vary)
                 logger.debug("llm structured: attempt %d invalid: %r", attempts, detail)
             continue
-        return StructuredResult(value=value, attempts=attempts, mode=mode, raw_text=raw)
+        return StructuredResult(
+            value=value,
+            attempts=attempts,
+            mode=mode,
+            raw_text=raw,
+            provider=str(service.provider),
+            model=completion.model or service.model,
+        )
 
     raise LLMValidationError(
         f"{service.display_name} model '{service.model}' gave no valid "
