@@ -4,9 +4,9 @@
 ``POST /api/chat`` (NDJSON stream or one JSON object), ``GET /api/tags``, ``GET /api/ps`` and
 ``POST /api/show``, records every request, and takes scripts, one per request, from a FIFO::
 
-    with OllamaStandIn(models={"llama3.2:latest": 131072}, loaded={"llama3.2:latest": 4096}) as srv:
-        srv.error_mid_stream(after_chunks=2)     # the next chat request
-        ...                                     # point the wire at srv.base_url
+    with OllamaStandIn(models={"llama3.2:latest": 131072}) as srv:
+        srv.error_mid_stream(after_chunks=2)  # the next chat request
+        ...                                   # point the wire at srv.base_url
         assert srv.chat_requests[0].json["options"] == {"num_predict": 5}
 
 Shapes follow Ollama's docs/api.md and server/routes.go: errors are ``{"error": "..."}``
@@ -380,9 +380,9 @@ def _error_response(script: _Script) -> web.Response:
     body = script.body
     if isinstance(body, bytes):
         payload = body
+    elif body is None or isinstance(body, str):
+        payload = orjson.dumps({"error": body or "internal error"})
     else:
-        payload = orjson.dumps({"error": body if body is not None else "internal error"})
-        if not isinstance(body, str | None):
-            payload = orjson.dumps(body)
+        payload = orjson.dumps(body)
     headers = {"Content-Type": "application/json", **script.headers}
     return web.Response(status=script.status, body=payload, headers=headers)

@@ -8,7 +8,9 @@ a line; the last has `"done": true`. An error after the 200 arrives as an `{"err
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -80,15 +82,7 @@ class OllamaWire(Wire):
         """One non-streamed `/api/chat` reply."""
         model = request.model or self.model
         response = await self._send("POST", "/api/chat", self._chat_body(request, False), model)
-        try:
-            raw = await _read_bounded(response, MAX_BODY)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            response.close()
-            raise self._failure(exc) from exc
-        finally:
-            response.release()
-        if raw is None:
-            raise self.invalid_reply_error(f"a reply over {MAX_BODY // 1024**2} MiB")
+        raw = await self._read(response)
         reply = self._object(raw)
         if "error" in reply:
             raise self.invalid_reply_error(f"an error: {short_reason(str(reply['error']))}")
@@ -107,22 +101,23 @@ class OllamaWire(Wire):
         response = await self._send("POST", "/api/chat", self._chat_body(request, True), model)
         finished = False
         try:
-            async for line in self._lines(response):
-                item = self._object(line)
-                if "error" in item:
-                    raise self.stream_error(str(item["error"]))
-                message = _dict(item.get("message"))
-                text, thinking = _text(message, "content"), _text(message, "thinking")
-                if text or thinking:
-                    yield StreamChunk(text=text, reasoning=thinking)
-                if item.get("done") is True:
-                    finished = True
-                    yield StreamChunk(
-                        finish_reason=_text(item, "done_reason") or "stop",
-                        usage=_usage(item),
-                        model=_text(item, "model"),
-                    )
-                    return
+            async with aclosing(self._lines(response)) as lines:
+                async for line in lines:
+                    item = self._object(line)
+                    if "error" in item:
+                        raise self.stream_error(str(item["error"]))
+                    message = _dict(item.get("message"))
+                    text, thinking = _text(message, "content"), _text(message, "thinking")
+                    if text or thinking:
+                        yield StreamChunk(text=text, reasoning=thinking)
+                    if item.get("done") is True:
+                        finished = True
+                        yield StreamChunk(
+                            finish_reason=_text(item, "done_reason") or "stop",
+                            usage=_usage(item),
+                            model=_text(item, "model"),
+                        )
+                        return
             raise self.broken_reply_error()
         finally:
             # Closed early (the caller went away) or failed: drop the connection at once,
@@ -186,9 +181,7 @@ class OllamaWire(Wire):
     async def list_models(self) -> list[ModelInfo]:
         """Downloaded models (`/api/tags`), whether each is loaded (`/api/ps`), and context
         lengths (`/api/ps` for loaded ones, `/api/show` for the first few others)."""
-        tags, running = await asyncio.gather(
-            self._get_json("/api/tags"), self._get_json("/api/ps", optional=True)
-        )
+        tags, running = await asyncio.gather(self._get_json("/api/tags"), self._running())
         loaded: set[str] = set()
         contexts: dict[str, int | None] = {}
         for item in _items(running):
@@ -210,24 +203,14 @@ class OllamaWire(Wire):
             if (name := _text(item, "name"))
         ]
 
-    async def _get_json(self, path: str, *, optional: bool = False) -> dict[str, Any] | None:
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        return self._object(await self._read(await self._send("GET", path, None, self.model)))
+
+    async def _running(self) -> dict[str, Any] | None:
         try:
-            response = await self._send("GET", path, None, self.model)
-            try:
-                raw = await _read_bounded(response, MAX_BODY)
-            finally:
-                response.release()
-            if raw is None:
-                raise self.invalid_reply_error(f"a {path} reply over {MAX_BODY // 1024**2} MiB")
-            return self._object(raw)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            if optional:
-                return None
-            raise self._failure(exc) from exc
+            return await self._get_json("/api/ps")
         except LLMError:
-            if optional:
-                return None
-            raise
+            return None  # the listing goes without loaded state
 
     async def _context_length(self, name: str) -> int | None:
         """The model's trained context length from `/api/show` (None on any failure: it is
@@ -285,6 +268,19 @@ class OllamaWire(Wire):
             response.release()
         raise self._status_error(response, raw, model)
 
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of a reply; the response is released (its connection closed when
+        the body was not read to the end)."""
+        try:
+            raw = await _read_bounded(response, MAX_BODY)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._failure(exc) from exc
+        finally:
+            response.release()
+        if raw is None:
+            raise self.invalid_reply_error(f"a reply over {MAX_BODY // 1024**2} MiB")
+        return raw
+
     def _status_error(self, response: aiohttp.ClientResponse, raw: bytes, model: str) -> LLMError:
         try:
             message = str(_dict(orjson.loads(raw)).get("error") or "")
@@ -314,7 +310,7 @@ class OllamaWire(Wire):
             return self.timeout_error(accepted=True)
         return self.broken_reply_error()
 
-    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes]:
         """The non-blank NDJSON lines of a streamed reply, each at most MAX_LINE bytes."""
         pending = b""
         try:
@@ -371,9 +367,10 @@ def _keep_alive(value: str) -> str | float:
     # Ollama reads a string as a Go duration ("5m", "1h"); a bare number ("-1", "0", "300")
     # must be sent as a JSON number of seconds, as OLLAMA_KEEP_ALIVE takes it.
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         return value
+    return seconds if math.isfinite(seconds) else value
 
 
 def _usage(item: dict[str, Any]) -> Usage:

@@ -39,11 +39,16 @@ def ollama_upstream() -> Iterator[OllamaStandIn]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+async def _close_pooled_sessions() -> AsyncIterator[None]:
+    yield
+    await close_clients()  # every test's pooled aiohttp sessions, before their server goes
+
+
 @pytest.fixture
-async def ollama(ollama_upstream: OllamaStandIn) -> AsyncIterator[OllamaStandIn]:
+def ollama(ollama_upstream: OllamaStandIn) -> OllamaStandIn:
     ollama_upstream.reset()
-    yield ollama_upstream
-    await close_clients()  # the pooled sessions of this loop
+    return ollama_upstream
 
 
 def wire(url: str, **config: Any) -> OllamaWire:
