@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from app.core.config import LLMProvider, Settings
 from app.services.llm.config import ProviderConfig
@@ -83,7 +82,7 @@ class Wire:
     Messages name the upstream's (redacted) address; `LLMError.public_message` drops it.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()  # not ClassVar: ProviderWire declares an attribute
 
     def __init__(self, spec: ProviderSpec, config: ProviderConfig) -> None:
         self.spec = spec

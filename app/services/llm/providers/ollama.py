@@ -1,0 +1,431 @@
+"""Ollama, spoken to with its native API (`/api/chat`, `/api/tags`, `/api/ps`, `/api/show`).
+
+Not its OpenAI-compatible `/v1`: that one cannot set the context size (`num_ctx`) and sends
+temperature 1.0 when the caller asked for none. Replies stream as NDJSON, one JSON object
+a line; the last has `"done": true`. An error after the 200 arrives as an `{"error": ...}` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app.core.config import LLMProvider, Settings, get_settings
+from app.services.llm.config import OllamaConfig, ProviderConfig
+from app.services.llm.errors import LLMError, LLMInvalidRequestError, LLMModelNotFoundError
+from app.services.llm.per_loop import PerLoop
+from app.services.llm.protocol import (
+    Capabilities,
+    ChatRequest,
+    Completion,
+    Message,
+    ModelInfo,
+    StreamChunk,
+    Usage,
+)
+from app.services.llm.providers.base import ProviderSpec, Wire, always_set, needs_no_credentials
+from app.services.llm.providers.clients import close_with_loop, connect_timeout
+from app.services.llm.providers.wire import short_reason, stale_connection
+
+MAX_LINE = 1024 * 1024  # one NDJSON line of a stream; Ollama's are a token or two
+MAX_BODY = 64 * 1024 * 1024  # a whole non-streamed reply
+MAX_ERROR_BODY = 64 * 1024
+SHOW_LIMIT = 20  # `/api/show` calls per discovery (one per model, for its context length)
+SHOW_TIMEOUT = 10.0
+
+_sessions: PerLoop[dict[tuple[str, ...], aiohttp.ClientSession]] = PerLoop(dict)
+
+
+def _session(base_url: str, timeout: float) -> aiohttp.ClientSession:
+    """The pooled session for this server; sessions belong to the loop that opened them."""
+    connections = get_settings().llm_max_concurrency + 8  # the margin covers discovery
+    key = ("ollama", base_url, str(timeout), str(connections))
+    per_loop = _sessions.get()
+    session = per_loop.get(key)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout(timeout), sock_read=timeout
+            ),
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+        )
+        per_loop[key] = session
+        close_with_loop(key, session.close)
+    return session
+
+
+class OllamaWire(Wire):
+    """One attempt at a time against an Ollama server's native API."""
+
+    capabilities: Capabilities = Capabilities(
+        json_schema=True, json_object=True, context_length=True, loaded_state=True
+    )
+
+    def __init__(self, spec: ProviderSpec, config: ProviderConfig) -> None:
+        super().__init__(spec, config)
+        # The native API is at the root; an OpenAI-style `.../v1` base URL is a common slip.
+        self.root = config.base_url.rstrip("/").removesuffix("/v1")
+        ollama = config if isinstance(config, OllamaConfig) else None
+        self.num_ctx = ollama.num_ctx if ollama else None
+        self.keep_alive = ollama.keep_alive if ollama else None
+
+    # ── chat ────────────────────────────────────────────────────────────────
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """One non-streamed `/api/chat` reply."""
+        model = request.model or self.model
+        response = await self._send("POST", "/api/chat", self._chat_body(request, False), model)
+        raw = await self._read(response)
+        reply = self._object(raw)
+        if "error" in reply:
+            raise self.invalid_reply_error(f"an error: {short_reason(str(reply['error']))}")
+        message = _dict(reply.get("message"))
+        return Completion(
+            text=_text(message, "content"),
+            finish_reason=_text(reply, "done_reason") or ("stop" if reply.get("done") else None),
+            reasoning=_text(message, "thinking") or None,
+            usage=_usage(reply),
+            model=_text(reply, "model"),
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """`/api/chat` as NDJSON lines; the last chunk carries finish reason and usage."""
+        model = request.model or self.model
+        response = await self._send("POST", "/api/chat", self._chat_body(request, True), model)
+        finished = False
+        try:
+            async with aclosing(self._lines(response)) as lines:
+                async for line in lines:
+                    item = self._object(line)
+                    if "error" in item:
+                        raise self.stream_error(str(item["error"]))
+                    message = _dict(item.get("message"))
+                    text, thinking = _text(message, "content"), _text(message, "thinking")
+                    if text or thinking:
+                        yield StreamChunk(text=text, reasoning=thinking)
+                    if item.get("done") is True:
+                        finished = True
+                        yield StreamChunk(
+                            finish_reason=_text(item, "done_reason") or "stop",
+                            usage=_usage(item),
+                            model=_text(item, "model"),
+                        )
+                        return
+            raise self.broken_reply_error()
+        finally:
+            # Closed early (the caller went away) or failed: drop the connection at once,
+            # so that Ollama stops generating; a finished reply returns it to the pool.
+            if finished:
+                response.release()
+            else:
+                response.close()
+
+    def _chat_body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        stop = [request.stop] if isinstance(request.stop, str) else request.stop
+        options = {
+            "temperature": request.temperature,
+            "num_predict": request.max_tokens,
+            "seed": request.seed,
+            "stop": stop,
+            "num_ctx": self.num_ctx,
+        }
+        body: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": [self._message(message) for message in request.messages],
+            "stream": stream,
+        }
+        # Unset options are left out, so that the model's own defaults apply.
+        if sent := {name: value for name, value in options.items() if value is not None}:
+            body["options"] = sent
+        if self.keep_alive is not None:
+            body["keep_alive"] = _keep_alive(self.keep_alive)
+        if (format_ := _format(request.response_format)) is not None:
+            body["format"] = format_
+        return body
+
+    def _message(self, message: Message) -> dict[str, Any]:
+        """An OpenAI-style message in Ollama's shape: content is a string, images a list of
+        base64 strings."""
+        content = message.get("content")
+        if not isinstance(content, list):
+            return {"role": message.get("role"), "content": content or ""}
+        texts: list[str] = []
+        images: list[str] = []
+        for item in content:
+            part = _dict(item)
+            if part.get("type") == "text":
+                texts.append(_text(part, "text"))
+            elif part.get("type") == "image_url":
+                url = _text(_dict(part.get("image_url")), "url")
+                head, _, data = url.partition(";base64,")
+                if not head.startswith("data:") or not data:
+                    raise LLMInvalidRequestError(
+                        "Ollama takes images inline only: send them as data: URLs (base64)",
+                        provider=self.spec.provider,
+                    )
+                images.append(data)
+        result: dict[str, Any] = {"role": message.get("role"), "content": "\n".join(texts)}
+        if images:
+            result["images"] = images
+        return result
+
+    # ── discovery ───────────────────────────────────────────────────────────
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Downloaded models (`/api/tags`), whether each is loaded (`/api/ps`), and context
+        lengths (`/api/ps` for loaded ones, `/api/show` for the first few others)."""
+        tags, running = await asyncio.gather(self._get_json("/api/tags"), self._running())
+        loaded: set[str] = set()
+        contexts: dict[str, int | None] = {}
+        for item in _items(running):
+            for name in {_text(item, "name"), _text(item, "model")} - {""}:
+                loaded.add(name)
+                contexts[name] = _int(item.get("context_length"))  # as loaded, with num_ctx
+        names = [name for item in _items(tags) if (name := _text(item, "name"))]
+        unknown = [name for name in names if contexts.get(name) is None][:SHOW_LIMIT]
+        shown = await asyncio.gather(*(self._context_length(name) for name in unknown))
+        contexts.update(zip(unknown, shown, strict=True))
+        return [
+            ModelInfo(
+                id=_text(item, "name"),
+                state=None if running is None else ("loaded" if name in loaded else "not-loaded"),
+                max_context_length=contexts.get(name),
+                quantization=_text(_dict(item.get("details")), "quantization_level") or None,
+            )
+            for item in _items(tags)
+            if (name := _text(item, "name"))
+        ]
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        return self._object(await self._read(await self._send("GET", path, None, self.model)))
+
+    async def _running(self) -> dict[str, Any] | None:
+        try:
+            return await self._get_json("/api/ps")
+        except LLMError:
+            return None  # the listing goes without loaded state
+
+    async def _context_length(self, name: str) -> int | None:
+        """The model's trained context length from `/api/show` (None on any failure: it is
+        only a detail of the listing)."""
+        try:
+            async with _session(self.root, self.config.timeout).post(
+                f"{self.root}/api/show",
+                json={"model": name},
+                timeout=aiohttp.ClientTimeout(total=min(SHOW_TIMEOUT, self.config.timeout)),
+            ) as response:
+                raw = await _read_bounded(response, MAX_BODY)
+                if response.status != 200 or raw is None:
+                    return None
+            info = _dict(_dict(orjson.loads(raw)).get("model_info"))
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return None
+        return next(
+            (_int(v) for k, v in info.items() if k.endswith(".context_length") and _int(v)), None
+        )
+
+    # ── the wire ────────────────────────────────────────────────────────────
+
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, model: str
+    ) -> aiohttp.ClientResponse:
+        """The response to one request, its status checked; the caller releases it."""
+        try:
+            payload = None if body is None else orjson.dumps(body)
+        except TypeError as exc:  # orjson's JSONEncodeError: a lone surrogate, or not JSON
+            raise LLMInvalidRequestError(
+                f"The request cannot be sent as JSON: {short_reason(str(exc))}",
+                provider=self.spec.provider,
+            ) from exc
+        session = _session(self.root, self.config.timeout)
+        headers = {"Content-Type": "application/json"} if payload is not None else None
+        for resend in (False, True):
+            try:
+                response = await session.request(
+                    method, f"{self.root}{path}", data=payload, headers=headers
+                )
+                break
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                # A pooled keep-alive connection the server had closed: the request never
+                # reached it, so it is sent once more at once, on a fresh connection.
+                if not resend and stale_connection(exc) and not _connect_failure(exc):
+                    continue
+                raise self._failure(exc) from exc
+        if response.status < 400:
+            return response
+        try:
+            raw = await _read_bounded(response, MAX_ERROR_BODY) or b""
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            raw = b""
+        finally:
+            response.release()
+        raise self._status_error(response, raw, model)
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of a reply; the response is released (its connection closed when
+        the body was not read to the end)."""
+        try:
+            raw = await _read_bounded(response, MAX_BODY)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._failure(exc) from exc
+        finally:
+            response.release()
+        if raw is None:
+            raise self.invalid_reply_error(f"a reply over {MAX_BODY // 1024**2} MiB")
+        return raw
+
+    def _status_error(self, response: aiohttp.ClientResponse, raw: bytes, model: str) -> LLMError:
+        try:
+            message = str(_dict(orjson.loads(raw)).get("error") or "")
+        except ValueError:
+            message = ""
+        message = message or raw[:MAX_ERROR_BODY].decode(errors="replace") or response.reason or ""
+        lowered = message.lower()
+        if response.status == 404 and "model" in lowered and "not found" in lowered:
+            return LLMModelNotFoundError(
+                f"Model '{model}' is not available on Ollama at {self.url} "
+                f"({short_reason(message)}): pull it with `ollama pull {model}`, or list what "
+                "is there with `ollama list`",
+                provider=self.spec.provider,
+                upstream=self.url,
+            )
+        return self.status_error(
+            response.status, message, retry_after=_seconds(response.headers.get("Retry-After"))
+        )
+
+    def _failure(self, exc: BaseException) -> LLMError:
+        """The LLMError for a transport failure."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return self.timeout_error(accepted=False)  # includes waiting for a pooled connection
+        if _connect_failure(exc):
+            return self.connection_error()
+        if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError: sock_read ran out
+            return self.timeout_error(accepted=True)
+        return self.broken_reply_error()
+
+    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes]:
+        """The non-blank NDJSON lines of a streamed reply, each at most MAX_LINE bytes."""
+        pending = b""
+        try:
+            async for data in response.content.iter_any():
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                if len(pending) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
+                    raise self.invalid_reply_error(f"a stream line over {MAX_LINE // 1024} KiB")
+                for line in lines:
+                    if line.strip():
+                        yield line
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._failure(exc) from exc
+        if pending.strip():
+            yield pending
+
+    def _object(self, raw: bytes) -> dict[str, Any]:
+        try:
+            value = orjson.loads(raw)
+        except ValueError:
+            raise self.invalid_reply_error() from None
+        if not isinstance(value, dict):
+            raise self.invalid_reply_error("JSON that is not an object")
+        return value
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for data in response.content.iter_any():
+        size += len(data)
+        if size > limit:
+            response.close()
+            return None
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def _connect_failure(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ClientConnectorError)
+
+
+def _format(response_format: dict[str, Any] | None) -> dict[str, Any] | str | None:
+    """Ollama's `format`: the JSON Schema itself, or "json" for JSON without a schema."""
+    kind = (response_format or {}).get("type")
+    if kind == "json_schema":
+        schema = _dict(_dict((response_format or {}).get("json_schema")).get("schema"))
+        return schema or "json"
+    return "json" if kind == "json_object" else None
+
+
+def _keep_alive(value: str) -> str | float:
+    # Ollama reads a string as a Go duration ("5m", "1h"); a bare number ("-1", "0", "300")
+    # must be sent as a JSON number of seconds, as OLLAMA_KEEP_ALIVE takes it.
+    try:
+        seconds = float(value)
+    except ValueError:
+        return value
+    return seconds if math.isfinite(seconds) else value
+
+
+def _usage(item: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=_int(item.get("prompt_eval_count")) or 0,
+        completion_tokens=_int(item.get("eval_count")) or 0,
+    )
+
+
+def _seconds(header: str | None) -> float | None:
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    models = (body or {}).get("models")
+    return [item for item in models if isinstance(item, dict)] if isinstance(models, list) else []
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _config_from(settings: Settings, model: str) -> OllamaConfig:
+    """OLLAMA_BASE_URL, OLLAMA_TIMEOUT, OLLAMA_MAX_RETRIES, OLLAMA_NUM_CTX and
+    OLLAMA_KEEP_ALIVE with `model`."""
+    return OllamaConfig(
+        base_url=settings.ollama_base_url,
+        default_model=model or settings.ollama_model or "",
+        timeout=settings.ollama_timeout,
+        max_retries=settings.ollama_max_retries,
+        num_ctx=settings.ollama_num_ctx,
+        keep_alive=settings.ollama_keep_alive,
+    )
+
+
+SPEC = ProviderSpec(
+    provider=LLMProvider.OLLAMA,
+    display_name="Ollama",
+    env_prefix="OLLAMA",
+    connection_hint="is Ollama running? Start it with `ollama serve`, and check OLLAMA_BASE_URL",
+    local=True,
+    config_from=_config_from,
+    make_wire=lambda spec, config: OllamaWire(spec, config),
+    credentials_set=always_set,
+    missing_credentials=needs_no_credentials,
+)
