@@ -82,7 +82,7 @@ class Wire:
     Messages name the upstream's (redacted) address; `LLMError.public_message` drops it.
     """
 
-    capabilities: Capabilities = Capabilities()  # not ClassVar: ProviderWire declares an attribute
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, spec: ProviderSpec, config: ProviderConfig) -> None:
         self.spec = spec

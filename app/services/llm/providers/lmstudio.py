@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import openai
 
@@ -25,7 +25,7 @@ class LMStudioWire(OpenAIWire):
 
     # json_object: LM Studio itself answers it with a 400 (the ladder steps down a rung on
     # that), but llama.cpp's server and others behind this provider support it.
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities: Capabilities = Capabilities(
         json_schema=True, json_object=True, context_length=True, loaded_state=True
     )
 

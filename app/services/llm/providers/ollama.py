@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -95,7 +95,7 @@ class OllamaWire(Wire):
             model=_text(reply, "model"),
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """`/api/chat` as NDJSON lines; the last chunk carries finish reason and usage."""
         model = request.model or self.model
         response = await self._send("POST", "/api/chat", self._chat_body(request, True), model)
