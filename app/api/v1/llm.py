@@ -20,7 +20,9 @@ from app.services.llm import (
     StreamChunk,
     Usage,
     build_messages,
+    generate_structured_json,
     get_llm_service_with_overrides,
+    with_fallback,
 )
 from app.services.llm.json_schema_guard import (
     GuardedSchema,
@@ -28,7 +30,6 @@ from app.services.llm.json_schema_guard import (
     check_size,
     guard_schema_off_loop,
 )
-from app.services.llm.structured import generate_structured_json
 
 router = APIRouter(prefix="/llm", tags=["llm"], dependencies=[Depends(get_current_user)])
 
@@ -149,14 +150,17 @@ async def structured(body: StructuredRequest, settings: SettingsDep) -> Structur
     guarded = await _guarded(body)
     chosen = await _service(body, settings)
     started = time.perf_counter()
-    result = await generate_structured_json(
+    result = await with_fallback(
         chosen.service,
-        body.prompt,
-        guarded,
-        name=body.schema_name,
-        system=body.system,
-        temperature=body.temperature,
-        max_tokens=body.max_tokens,
+        lambda service: generate_structured_json(
+            service,
+            body.prompt,
+            guarded,
+            name=body.schema_name,
+            system=body.system,
+            temperature=body.temperature,
+            max_tokens=body.max_tokens,
+        ),
     )
     return StructuredResponse(
         data=result.value,

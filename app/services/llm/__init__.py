@@ -39,6 +39,7 @@ from app.services.llm.factory import (
     lmstudio_service,
     parse_provider,
 )
+from app.services.llm.fallback import FallbackService, with_fallback
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
@@ -51,6 +52,12 @@ from app.services.llm.providers import PROVIDERS
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import close_clients, redact_url
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT
+from app.services.llm.structured import (
+    StructuredMode,
+    StructuredResult,
+    generate_structured,
+    generate_structured_json,
+)
 
 
 async def get_llm_service() -> LLMService:
@@ -67,6 +74,7 @@ __all__ = [
     "BedrockConfig",
     "Capabilities",
     "Completion",
+    "FallbackService",
     "LLMConfigurationError",
     "LLMConnectionError",
     "LLMError",
@@ -86,15 +94,20 @@ __all__ = [
     "ProviderService",
     "ProviderSpec",
     "StreamChunk",
+    "StructuredMode",
+    "StructuredResult",
     "Usage",
     "build_messages",
     "clear_discovery_cache",
     "close_clients",
     "discover_models",
     "discovery_service",
+    "generate_structured",
+    "generate_structured_json",
     "get_llm_service",
     "get_llm_service_with_overrides",
     "lmstudio_service",
     "parse_provider",
     "redact_url",
+    "with_fallback",
 ]

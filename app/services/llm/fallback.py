@@ -124,18 +124,17 @@ class FallbackService:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> ModelT:
-        """The reply validated as `response_model`, from the first provider that can answer."""
-        from app.services.llm.structured import generate_structured
-
-        result = await generate_structured(
-            self,
-            prompt,
-            response_model,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
+        """The reply validated as `response_model`, from the first provider that can answer
+        (each provider climbs its own structured-output ladder)."""
+        return await self.run(
+            lambda service: service.get_structured_response(
+                prompt,
+                response_model,
+                system=system,
+                temperature=temperature,
+                max_tokens=max_tokens,
+            )
         )
-        return result.value
 
     async def stream_response(
         self,

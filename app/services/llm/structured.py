@@ -27,7 +27,6 @@ from pydantic import BaseModel, ValidationError
 
 from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
-from app.services.llm.fallback import with_fallback
 from app.services.llm.json_schema_guard import GuardedSchema, ReplyNotValidatedError, guard_schema
 from app.services.llm.protocol import Capabilities, LLMService, Message, ModelT
 
@@ -103,19 +102,16 @@ async def generate_structured(
     async def validate(value: Any) -> ModelT:
         return response_model.model_validate(value)
 
-    return await with_fallback(
+    return await _ladder(
         service,
-        lambda member: _ladder(
-            member,
-            prompt,
-            strict_schema(response_model),
-            response_model.__name__,
-            validate,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-        ),
+        prompt,
+        strict_schema(response_model),
+        response_model.__name__,
+        validate,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
     )
 
 
@@ -144,19 +140,16 @@ async def generate_structured_json(
             raise ValueError("; ".join(errors))
         return value
 
-    return await with_fallback(
+    return await _ladder(
         service,
-        lambda member: _ladder(
-            member,
-            prompt,
-            strict_json_schema(guarded.schema),
-            name,
-            validate,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-        ),
+        prompt,
+        strict_json_schema(guarded.schema),
+        name,
+        validate,
+        system=system,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
     )
 
 
@@ -249,7 +242,7 @@ async def _ladder(
             attempts=attempts,
             mode=mode,
             raw_text=raw,
-            provider=str(service.provider),
+            provider=completion.provider or str(service.provider),
             model=completion.model or service.model,
         )
 

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from app.core.config import LLMProvider, get_settings, set_settings
-from app.services.llm import LLMError, build_messages
+from app.services.llm import LLMError, build_messages, generate_structured, with_fallback
 from app.services.llm.factory import build_service
 from app.services.llm.fallback import FallbackService
 from app.services.llm.structured import forget_modes
@@ -82,9 +82,9 @@ async def _text(service: FallbackService) -> tuple[str, str]:
 
 
 async def _structured(service: FallbackService) -> tuple[str, str]:
-    from app.services.llm.structured import generate_structured
-
-    result = await generate_structured(service, "a city", City)
+    result = await with_fallback(
+        service, lambda member: generate_structured(member, "a city", City)
+    )
     assert isinstance(result.value, City)
     return result.provider, result.model
 
