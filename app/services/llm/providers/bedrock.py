@@ -12,10 +12,10 @@ import importlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any
 
 import aiohttp
 
@@ -37,7 +37,6 @@ from app.services.llm.protocol import (
     Completion,
     Message,
     ModelInfo,
-    ProviderWire,
     StreamChunk,
     Usage,
 )
@@ -133,7 +132,7 @@ class _StaticToken:
 class BedrockWire(Wire):
     """One Converse call per attempt; errors as the standard LLMErrors."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities: Capabilities = Capabilities(
         json_schema=True, json_object=True, tool_forced_output=True
     )
     config: BedrockConfig
@@ -172,7 +171,7 @@ class BedrockWire(Wire):
         except (KeyError, TypeError, AttributeError) as exc:
             raise self.invalid_reply_error("a Converse reply of an unexpected shape") from exc
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """ConverseStream's events as chunks (a forced tool's input deltas as text)."""
         arguments, forced = self._arguments(request)
         clients = await self._clients()
@@ -592,12 +591,6 @@ def _credentials_set(settings: Settings) -> bool:
         return False
 
 
-def _make_wire(spec: ProviderSpec, config: ProviderConfig) -> ProviderWire:
-    # `Wire.capabilities` is a ClassVar and `ProviderWire.capabilities` an instance
-    # attribute: mypy sees a mismatch that does not exist at run time.
-    return cast("ProviderWire", BedrockWire(spec, config))
-
-
 def _missing_credentials(_settings: Settings) -> str | None:
     # The credential chain decides at call time (instance roles, SSO, …); none found then
     # is a configuration error naming the chain.
@@ -614,7 +607,7 @@ SPEC = ProviderSpec(
     ),
     local=False,
     config_from=_config_from,
-    make_wire=_make_wire,
+    make_wire=BedrockWire,
     credentials_set=_credentials_set,
     missing_credentials=_missing_credentials,
 )
