@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, ClassVar, Protocol
 
 import pytest
 from pydantic import BaseModel
@@ -21,15 +22,16 @@ from app.services.llm import (
     LLMUpstreamError,
     ProviderService,
     build_messages,
+    close_clients,
 )
 from app.services.llm.errors import LLMBadRequestError, LLMRateLimitError
 from app.services.llm.structured import forget_modes
 from tests.conftest import test_settings as settings_for
 from tests.upstream import StandInServer, unused_url
+from tests.upstream.bedrock_server import ACCESS_KEY, SECRET_KEY, BedrockStandIn
 from tests.upstream.ollama_server import OllamaStandIn
 
 MODEL = "contract-model"
-CITY = '{"name": "Paris", "country": "France"}'
 
 
 class City(BaseModel):
@@ -41,26 +43,39 @@ class StandIn(Protocol):
     """What the contract asks of each provider's stand-in."""
 
     settings: dict[str, object]
-    """Settings that point the provider at the stand-in."""
+    """The one setting that points the provider at the stand-in."""
+    env: dict[str, str]
+    """Process environment the provider's client library needs (Bedrock's credentials)."""
+    model: str
+    """A model the stand-in lists."""
+    sends_retry_after: bool
 
     def reply(self, text: str) -> None: ...
+    def reply_structured(self, value: dict[str, Any]) -> None: ...
     def fail(self, status: int, retry_after: str | None = None) -> None: ...
     def cut(self, after_chunks: int) -> None: ...
     def slow_stream(self) -> None: ...
     def chat_count(self) -> int: ...
-    def wait_for_disconnect(self) -> bool: ...
+    async def disconnected(self) -> bool: ...
     def reset(self) -> None: ...
 
 
 class OpenAIWireStandIn:
     """LM Studio and OpenAI: the stand-in that speaks OpenAI's wire."""
 
-    def __init__(self, server: StandInServer, prefix: str, **extra: object) -> None:
+    env: dict[str, str] = {}  # noqa: RUF012 -- read only
+    model = MODEL
+    sends_retry_after = True
+
+    def __init__(self, server: StandInServer, prefix: str) -> None:
         self.server = server
-        self.settings = {f"{prefix}_base_url": server.base_url, **extra}
+        self.settings: dict[str, object] = {f"{prefix}_base_url": server.base_url}
 
     def reply(self, text: str) -> None:
         self.server.reply_json(text)
+
+    def reply_structured(self, value: dict[str, Any]) -> None:
+        self.server.reply_json(value)
 
     def fail(self, status: int, retry_after: str | None = None) -> None:
         headers = {"Retry-After": retry_after} if retry_after else None
@@ -75,20 +90,27 @@ class OpenAIWireStandIn:
     def chat_count(self) -> int:
         return len(self.server.chat_requests)
 
-    def wait_for_disconnect(self) -> bool:
-        return self.server.wait_for_disconnect(timeout=2)
+    async def disconnected(self) -> bool:
+        return await self.server.wait_for_disconnect_async(timeout=2)
 
     def reset(self) -> None:
         self.server.reset()
 
 
 class OllamaContractStandIn:
+    env: dict[str, str] = {}  # noqa: RUF012 -- read only
+    model = MODEL
+    sends_retry_after = True
+
     def __init__(self, server: OllamaStandIn) -> None:
         self.server = server
         self.settings: dict[str, object] = {"ollama_base_url": server.base_url}
 
     def reply(self, text: str) -> None:
         self.server.reply(text)
+
+    def reply_structured(self, value: dict[str, Any]) -> None:
+        self.server.reply(json.dumps(value))
 
     def fail(self, status: int, retry_after: str | None = None) -> None:
         headers = {"Retry-After": retry_after} if retry_after else None
@@ -103,8 +125,53 @@ class OllamaContractStandIn:
     def chat_count(self) -> int:
         return len(self.server.chat_requests)
 
-    def wait_for_disconnect(self) -> bool:
-        return self.server.disconnected.wait(2)
+    async def disconnected(self) -> bool:
+        return await asyncio.to_thread(self.server.disconnected.wait, 2)
+
+    def reset(self) -> None:
+        self.server.reset()
+
+
+class BedrockContractStandIn:
+    model = "amazon.nova-lite-v1:0"
+    sends_retry_after = False  # Bedrock's ThrottlingException carries no Retry-After
+    codes: ClassVar[dict[int, str]] = {
+        400: "ValidationException",
+        429: "ThrottlingException",
+        503: "ServiceUnavailableException",
+    }
+
+    def __init__(self, server: BedrockStandIn) -> None:
+        self.server = server
+        self.settings: dict[str, object] = {"bedrock_endpoint_url": server.url}
+        self.env = {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+
+    def reply(self, text: str) -> None:
+        self.server.reply(text)
+
+    def reply_structured(self, value: dict[str, Any]) -> None:
+        self.server.reply_tool(value)  # the forced tool: this model has no native schema mode
+
+    def fail(self, status: int, retry_after: str | None = None) -> None:
+        self.server.fail(self.codes[status])
+
+    def cut(self, after_chunks: int) -> None:
+        self.server.cut(after_chunks)
+
+    def slow_stream(self) -> None:
+        self.server.stall(5, after_deltas=1)
+
+    def chat_count(self) -> int:
+        return len(self.server.converse_requests)
+
+    async def disconnected(self) -> bool:
+        return await self.server.wait_for_disconnect(2)
 
     def reset(self) -> None:
         self.server.reset()
@@ -116,9 +183,11 @@ def stand_ins() -> Iterator[dict[LLMProvider, StandIn]]:
         lmstudio = stack.enter_context(StandInServer(models=[MODEL]))
         openai = stack.enter_context(StandInServer(models=[MODEL], error_style="openai"))
         ollama = stack.enter_context(OllamaStandIn(models={MODEL: 8192}))
+        bedrock = stack.enter_context(BedrockStandIn())
         yield {
+            LLMProvider.BEDROCK: BedrockContractStandIn(bedrock),
             LLMProvider.LMSTUDIO: OpenAIWireStandIn(lmstudio, "lmstudio"),
-            LLMProvider.OPENAI: OpenAIWireStandIn(openai, "openai", openai_api_key="sk-test"),
+            LLMProvider.OPENAI: OpenAIWireStandIn(openai, "openai"),
             LLMProvider.OLLAMA: OllamaContractStandIn(ollama),
         }
 
@@ -133,14 +202,19 @@ def provider(request: pytest.FixtureRequest) -> LLMProvider:
 
 
 @pytest.fixture
-def stand_in(stand_ins: dict[LLMProvider, StandIn], provider: LLMProvider) -> Iterator[StandIn]:
+async def stand_in(
+    stand_ins: dict[LLMProvider, StandIn], provider: LLMProvider, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StandIn]:
     if provider not in stand_ins:
         pytest.fail(f"{provider} has no stand-in in the contract suite: add one")
     stand_in = stand_ins[provider]
+    for name, value in stand_in.env.items():
+        monkeypatch.setenv(name, value)
     stand_in.reset()
     forget_modes()
     original = get_settings()
     yield stand_in
+    await close_clients()
     set_settings(original)
     stand_in.reset()
 
@@ -149,18 +223,23 @@ def stand_in(stand_ins: dict[LLMProvider, StandIn], provider: LLMProvider) -> It
 def make(provider: LLMProvider, stand_in: StandIn) -> Make:
     """The provider's service, pointed at its stand-in, with `overrides` on its settings."""
 
-    def build(**overrides: Any) -> ProviderService:
+    def build(*, unreachable: bool = False, **overrides: Any) -> ProviderService:
         prefix = provider.value
         values: dict[str, object] = {
+            "openai_api_key": "sk-test",
             f"{prefix}_timeout": 2,
             f"{prefix}_max_retries": 1,
             **stand_in.settings,
             **{f"{prefix}_{key}": value for key, value in overrides.items()},
         }
+        if unreachable:  # the stand-in's address setting, at a port nothing listens on
+            (url_setting,) = stand_in.settings
+            values[url_setting] = unused_url().removesuffix("/v1")
         settings = settings_for("sqlite+aiosqlite:///:memory:", **values)
         set_settings(settings)
         spec = PROVIDERS[provider]
-        return ProviderService(spec, spec.config_from(settings, MODEL), retry_backoff=0.01)
+        config = spec.config_from(settings, stand_in.model)
+        return ProviderService(spec, config, retry_backoff=0.01)
 
     return build
 
@@ -187,14 +266,14 @@ async def test_stream(make: Make, stand_in: StandIn, provider: LLMProvider) -> N
 
 
 async def test_structured(make: Make, stand_in: StandIn) -> None:
-    stand_in.reply(CITY)
+    stand_in.reply_structured({"name": "Paris", "country": "France"})
     city = await make().get_structured_response("The capital of France?", City)
     assert city == City(name="Paris", country="France")
 
 
-async def test_discovery_lists_the_model(make: Make) -> None:
+async def test_discovery_lists_the_model(make: Make, stand_in: StandIn) -> None:
     models = await make().list_models()
-    assert MODEL in [m.id for m in models]
+    assert stand_in.model in [m.id for m in models]
 
 
 async def test_a_bad_request_is_the_callers_400_and_not_retried(
@@ -231,14 +310,14 @@ async def test_rate_limiting_is_retried_after_the_wait_asked_for(
     stand_in.fail(429, retry_after="0")
     with pytest.raises(LLMRateLimitError) as raised:
         await make().complete(build_messages("hi"))
-    assert raised.value.retry_after == 0
+    assert raised.value.retry_after == (0 if stand_in.sends_retry_after else None)
     assert stand_in.chat_count() == 2
 
 
 async def test_a_refused_connection_is_a_503_naming_the_provider(
     make: Make, provider: LLMProvider
 ) -> None:
-    service = make(base_url=unused_url().removesuffix("/v1"), max_retries=0)
+    service = make(unreachable=True, max_retries=0)
     with pytest.raises(LLMConnectionError) as raised:
         await service.complete(build_messages("hi"))
     assert raised.value.status_code == 503
@@ -277,4 +356,4 @@ async def test_closing_a_stream_early_closes_the_upstream_connection(
     first = await anext(chunks)
     assert first.text
     await chunks.aclose()
-    assert await asyncio.to_thread(stand_in.wait_for_disconnect)
+    assert await stand_in.disconnected()
