@@ -20,6 +20,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost: float | None = None
+    """What the call cost, when the upstream says (OpenRouter: `usage.cost`, in credits)."""
 
     @property
     def total_tokens(self) -> int:

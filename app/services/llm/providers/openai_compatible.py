@@ -83,6 +83,7 @@ class OpenAIWire(Wire):
                 "/chat/completions", body=body, cast_to=object, options=self._options()
             ),
         )
+        self.check_reply(response)
         choice = first_choice(response)
         if choice is None:
             raise self.not_a_completion(response)
@@ -92,7 +93,7 @@ class OpenAIWire(Wire):
             text=text_of(message),
             finish_reason=finish_reason_of(choice),
             reasoning=reasoning_of(message),
-            usage=usage_of(response) or Usage(),
+            usage=self.usage_in(response) or Usage(),
             model=answered_by if isinstance(answered_by, str) else "",
         )
 
@@ -118,7 +119,7 @@ class OpenAIWire(Wire):
         try:
             async for event in stream:
                 self.check_event(event)
-                usage = usage_of(event) or usage
+                usage = self.usage_in(event) or usage
                 if isinstance(event, dict) and isinstance(event.get("model"), str):
                     answered_by = event["model"]
                 choice = first_choice(event)
@@ -141,6 +142,13 @@ class OpenAIWire(Wire):
 
     def check_event(self, event: object) -> None:
         """Raise for an event that reports an error inside a 200 stream (OpenRouter)."""
+
+    def check_reply(self, response: object) -> None:
+        """Raise for a 200 reply that reports an error instead of a completion (OpenRouter)."""
+
+    def usage_in(self, body: object) -> Usage | None:
+        """The usage a reply or stream event reports (OpenRouter adds its cost)."""
+        return usage_of(body)
 
     async def list_models(self) -> list[ModelInfo]:
         """The models `GET /models` lists."""
