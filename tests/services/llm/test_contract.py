@@ -182,12 +182,16 @@ def stand_ins() -> Iterator[dict[LLMProvider, StandIn]]:
     with contextlib.ExitStack() as stack:
         lmstudio = stack.enter_context(StandInServer(models=[MODEL]))
         openai = stack.enter_context(StandInServer(models=[MODEL], error_style="openai"))
+        # OpenRouter's own behaviours (attribution, credits, error chunks) are tested with
+        # its own stand-in in providers/; the contract needs only OpenAI's wire.
+        openrouter = stack.enter_context(StandInServer(models=[MODEL], error_style="openai"))
         ollama = stack.enter_context(OllamaStandIn(models={MODEL: 8192}))
         bedrock = stack.enter_context(BedrockStandIn())
         yield {
             LLMProvider.BEDROCK: BedrockContractStandIn(bedrock),
             LLMProvider.LMSTUDIO: OpenAIWireStandIn(lmstudio, "lmstudio"),
             LLMProvider.OPENAI: OpenAIWireStandIn(openai, "openai"),
+            LLMProvider.OPENROUTER: OpenAIWireStandIn(openrouter, "openrouter"),
             LLMProvider.OLLAMA: OllamaContractStandIn(ollama),
         }
 
@@ -227,6 +231,7 @@ def make(provider: LLMProvider, stand_in: StandIn) -> Make:
         prefix = provider.value
         values: dict[str, object] = {
             "openai_api_key": "sk-test",
+            "openrouter_api_key": "sk-or-test",
             f"{prefix}_timeout": 2,
             f"{prefix}_max_retries": 1,
             **stand_in.settings,

@@ -61,7 +61,10 @@ async def test_overrides_and_their_result(llm_env: LLMEnv) -> None:
 async def test_unknown_provider_lists_choices(llm_env: LLMEnv) -> None:
     with pytest.raises(LLMConfigurationError) as caught:
         await get_llm_service_with_overrides(provider="skynet")
-    assert caught.value.message == "Unknown LLM provider 'skynet'; choose one of: lmstudio, openai"
+    assert caught.value.message == (
+        "Unknown LLM provider 'skynet'; choose one of: lmstudio, openai, openrouter, ollama, "
+        "bedrock"
+    )
 
 
 async def test_missing_model_says_what_to_set(llm_env: LLMEnv) -> None:

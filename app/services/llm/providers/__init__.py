@@ -7,12 +7,13 @@ entry below, and (for a saved model choice) a `<provider>_model` column with a m
 from __future__ import annotations
 
 from app.core.config import LLMProvider
-from app.services.llm.providers import bedrock, lmstudio, ollama, openai
+from app.services.llm.providers import bedrock, lmstudio, ollama, openai, openrouter
 from app.services.llm.providers.base import ProviderSpec
 
 PROVIDERS: dict[LLMProvider, ProviderSpec] = {
     LLMProvider.LMSTUDIO: lmstudio.SPEC,
     LLMProvider.OPENAI: openai.SPEC,
+    LLMProvider.OPENROUTER: openrouter.SPEC,
     LLMProvider.OLLAMA: ollama.SPEC,
     LLMProvider.BEDROCK: bedrock.SPEC,
 }

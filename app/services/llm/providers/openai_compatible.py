@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import openai
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
@@ -140,6 +140,14 @@ class OpenAIWire(Wire):
         if finish_reason is not None:
             yield StreamChunk(finish_reason=finish_reason, usage=usage, model=answered_by)
 
+    def stream_broke_off(self, translated: LLMError, exc: Exception, sent: int) -> LLMError:
+        """The SDK raises a bare `APIError` for an SSE event with a top-level `error` object
+        (OpenAI, OpenRouter): the upstream reporting a failed generation, not a connection
+        breaking off, so an error that is not retried."""
+        if in_stream_error(exc):
+            return self.stream_error(error_text(exc.body) or exc.message)
+        return super().stream_broke_off(translated, exc, sent)
+
     def check_event(self, event: object) -> None:
         """Raise for an event that reports an error inside a 200 stream (OpenRouter)."""
 
@@ -224,3 +232,26 @@ class OpenAIWire(Wire):
     def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
         """The LLMError for an HTTP error status; providers add their own cases first."""
         return self.status_error(status, message, retry_after=retry_after_of(exc))
+
+
+def in_stream_error(exc: Exception) -> TypeGuard[openai.APIError]:
+    """True for the SDK's error for an `error` event inside a 200 stream."""
+    # APIStatusError, APIConnectionError and APIResponseValidationError are APIErrors too;
+    # only the bare class comes from an error event inside the stream.
+    return isinstance(exc, openai.APIError) and not isinstance(
+        exc,
+        openai.APIStatusError | openai.APIConnectionError | openai.APIResponseValidationError,
+    )
+
+
+def error_text(error: object) -> str | None:
+    """`message (code N)` from an OpenAI-style `{"code": N, "message": ...}`, or the string."""
+    if isinstance(error, str):
+        return error or None
+    if not isinstance(error, dict):
+        return None
+    message, code = error.get("message"), error.get("code")
+    text = message if isinstance(message, str) and message else None
+    if text is not None and isinstance(code, int | str) and not isinstance(code, bool):
+        return f"{text} (code {code})"
+    return text

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
-from typing import Any, ClassVar, TypeGuard
+from typing import Any
 from urllib.parse import quote
 
 import openai
@@ -25,7 +25,7 @@ from app.services.llm.config import OpenRouterConfig
 from app.services.llm.errors import LLMError, LLMUpstreamError
 from app.services.llm.protocol import Capabilities, ChatRequest, ModelInfo, Usage
 from app.services.llm.providers.base import ProviderSpec
-from app.services.llm.providers.openai_compatible import OpenAIWire
+from app.services.llm.providers.openai_compatible import OpenAIWire, error_text
 from app.services.llm.providers.wire import (
     UPSTREAM_FAILURES,
     finish_reason_of,
@@ -41,7 +41,7 @@ _REDACTED = "[redacted]"
 class OpenRouterWire(OpenAIWire):
     """OpenRouter's chat-completions API: OpenAI's wire plus routing, errors and discovery."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities: Capabilities = Capabilities(
         json_schema=True, json_object=True, context_length=True
     )
 
@@ -88,13 +88,9 @@ class OpenRouterWire(OpenAIWire):
                 f"(model {self.model}): {short_reason(self._scrub(reason))}"
             )
 
-    def stream_broke_off(self, translated: LLMError, exc: Exception, sent: int) -> LLMError:
-        """The SDK raises a bare `APIError` for an event with a top-level `error` object:
-        that is OpenRouter reporting a failed generation, not a connection breaking off."""
-        if _sdk_stream_error(exc):
-            reason = _error_text(exc.body) or exc.message
-            return self.stream_error(self._scrub(reason))
-        return super().stream_broke_off(translated, exc, sent)
+    def stream_error(self, message: str) -> LLMUpstreamError:
+        """An error OpenRouter reported inside a stream, without our key should it echo it."""
+        return super().stream_error(self._scrub(message))
 
     def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
         """402 (out of credits) in words and not retried; the rest as usual."""
@@ -140,32 +136,10 @@ def _generation_error(body: object) -> str | None:
     choice = first_choice(body) or {}
     for error in (body.get("error"), choice.get("error")):
         if error:
-            return _error_text(error) or "an error without a message"
+            return error_text(error) or "an error without a message"
     if finish_reason_of(choice) == "error":
         return "the generation failed (finish_reason: error)"
     return None
-
-
-def _error_text(error: object) -> str | None:
-    """`message (code N)` from OpenRouter's `{"code": N, "message": ...}`, or the string."""
-    if isinstance(error, str):
-        return error or None
-    if not isinstance(error, dict):
-        return None
-    message, code = error.get("message"), error.get("code")
-    text = message if isinstance(message, str) and message else None
-    if text is not None and isinstance(code, int | str) and not isinstance(code, bool):
-        return f"{text} (code {code})"
-    return text
-
-
-def _sdk_stream_error(exc: Exception) -> TypeGuard[openai.APIError]:
-    # APIStatusError, APIConnectionError and APIResponseValidationError are APIErrors too;
-    # only the bare class comes from an error event inside the stream.
-    return isinstance(exc, openai.APIError) and not isinstance(
-        exc,
-        openai.APIStatusError | openai.APIConnectionError | openai.APIResponseValidationError,
-    )
 
 
 def _header_value(text: str) -> str:
