@@ -53,7 +53,67 @@ logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
 
 
-class ProviderService:
+class PromptCalls:
+    """The seed's prompt-level calls, built on `complete` and `stream_chunks` (shared by a
+    single provider's service and the fallback chain)."""
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+    ) -> Completion:
+        """One chat completion (implemented by the service)."""
+        raise NotImplementedError
+
+    def stream_chunks(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """A completion as it arrives (implemented by the service)."""
+        raise NotImplementedError
+
+    async def get_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The model's reply to `prompt`, as text."""
+        completion = await self.complete(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        )
+        return completion.text
+
+    async def stream_response(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """The reply to `prompt` as text chunks, yielded as they arrive."""
+        async for chunk in self.stream_chunks(
+            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
+        ):
+            if chunk.text:
+                yield chunk.text
+
+
+class ProviderService(PromptCalls):
     """An LLM service: one provider and model, ready to answer (see `LLMService`)."""
 
     def __init__(
@@ -100,20 +160,6 @@ class ProviderService:
 
     # ── the public interface ────────────────────────────────────────────────
 
-    async def get_response(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> str:
-        """The model's reply to `prompt`, as text."""
-        completion = await self.complete(
-            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
-        )
-        return completion.text
-
     async def get_structured_response(
         self,
         prompt: str,
@@ -135,21 +181,6 @@ class ProviderService:
             max_tokens=max_tokens,
         )
         return result.value
-
-    async def stream_response(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
-        """The reply to `prompt` as text chunks, yielded as they arrive."""
-        async for chunk in self.stream_chunks(
-            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
-        ):
-            if chunk.text:
-                yield chunk.text
 
     async def complete(
         self,

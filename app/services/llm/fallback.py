@@ -11,12 +11,12 @@ upstream was generating never move; neither does anything after text reached the
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
-from app.services.llm.calls import ProviderService, build_messages
+from app.services.llm.calls import PromptCalls, ProviderService
 from app.services.llm.errors import LLMError, LLMNoModelsError, LLMOverloadedError
 from app.services.llm.protocol import (
     Capabilities,
@@ -44,7 +44,7 @@ def moves_on(error: LLMError) -> bool:
     return error.retryable or isinstance(error, LLMOverloadedError | LLMNoModelsError)
 
 
-class FallbackService:
+class FallbackService(PromptCalls):
     """An LLM service over a chain of providers, each with its own model.
 
     It looks like its first provider (`provider`, `model`, …); every answer says which one
@@ -101,20 +101,6 @@ class FallbackService:
                 self._moving_on(service, self.chain[index + 1], error)
         raise AssertionError("unreachable: the last provider's error is raised")
 
-    async def get_response(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> str:
-        """The reply to `prompt` from the first provider that can answer."""
-        completion = await self.complete(
-            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
-        )
-        return completion.text
-
     async def get_structured_response(
         self,
         prompt: str,
@@ -135,21 +121,6 @@ class FallbackService:
                 max_tokens=max_tokens,
             )
         )
-
-    async def stream_response(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
-        """The reply as text chunks, from the first provider that can answer."""
-        async for chunk in self.stream_chunks(
-            build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
-        ):
-            if chunk.text:
-                yield chunk.text
 
     async def complete(
         self,
@@ -182,7 +153,7 @@ class FallbackService:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """A stream from the first provider that can answer. It moves on only before the
         first text: once text reached the caller, a failure ends the stream with an error,
         never a switch to another provider mid-answer."""
