@@ -233,7 +233,10 @@ async def test_unknown_provider_is_400_naming_it(
         endpoint.path, json=endpoint.body(provider="lmstuido"), headers=admin_headers
     )
     message = assert_error(response, 400, "llm_configuration_error")
-    assert message == "Unknown LLM provider 'lmstuido'; choose one of: lmstudio, openai"
+    assert message == (
+        "Unknown LLM provider 'lmstuido'; choose one of: lmstudio, openai, openrouter, "
+        "ollama, bedrock"
+    )
     assert upstream.chat_requests == []
 
 

@@ -124,7 +124,13 @@ async def test_fields_say_where_each_value_comes_from(
     llm_env.set(openai_model="gpt-4o-mini")
     fields = {f["name"]: f for f in (await client.get(FIELDS, headers=admin_headers)).json()}
     assert fields["provider"]["source"] == "environment"
-    assert [c["value"] for c in fields["provider"]["choices"]] == ["lmstudio", "openai"]
+    assert [c["value"] for c in fields["provider"]["choices"]] == [
+        "lmstudio",
+        "openai",
+        "openrouter",
+        "ollama",
+        "bedrock",
+    ]
     assert fields["openai_model"] == {
         "name": "openai_model",
         "label": "OpenAI model",
