@@ -1,37 +1,52 @@
-"""Command line: `python -m app serve | migrate | create-admin | models | ask | settings`."""
+"""Command line: `llm-backend` (or `python -m app`) serve | migrate | create-admin | models |
+ask | settings | health | users | api-keys.
+
+Starting it stays cheap: the top level imports typer alone, and each command imports what it
+uses (the web server, SQLAlchemy, the provider SDKs) when it runs, so `--help` is instant.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import json
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
-from app.core.config import LLMProvider, get_settings
-from app.core.db import dispose_engine, get_sessionmaker
-from app.core.migrate import downgrade, upgrade
-from app.models import LLMSettingsUpdate
-from app.services.llm import (
-    NO_MODELS_HINT,
-    LLMConfigurationError,
-    LLMError,
-    close_clients,
-    get_llm_service_with_overrides,
-    lmstudio_service,
-    redact_url,
+from app.cli_accounts import keys_cli, users_cli
+from app.cli_support import (
+    EXIT_CODES_HELP,
+    EXIT_CONFIGURATION,
+    EXIT_UNREACHABLE,
+    JsonFlag,
+    checked_settings,
+    first_error,
+    print_json,
+    print_rows,
+    run,
+    spinner,
+    stderr,
 )
-from app.services.llm.settings import load_effective_settings, save_llm_settings
-from app.services.users import ensure_first_superuser
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM backend")
-console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from app.core.config import LLMProvider
+    from app.services.llm import EffectiveLLMSettings, LLMServiceResult
+
+# Plain help (no rich markup): rendering it with rich would import Markdown and Pygments,
+# doubling the time `--help` takes.
+cli = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="LLM backend: serve the API and manage it from the shell.",
+    epilog=EXIT_CODES_HELP,
+)
+cli.add_typer(users_cli, name="users")
+cli.add_typer(keys_cli, name="api-keys")
+
+
+# ── the server and the database ───────────────────────────────────────────────────────
 
 
 @cli.command()
@@ -42,9 +57,15 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Restart on code changes")] = False,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs); SIGTERM drains (SHUTDOWN_DRAIN_SECONDS) and lets
-    requests finish (SHUTDOWN_GRACE_SECONDS, counted from the signal) before exiting."""
-    settings = get_settings()
+    """Serve the API (OpenAPI docs at /docs).
+
+    SIGTERM drains (SHUTDOWN_DRAIN_SECONDS) and lets requests finish
+    (SHUTDOWN_GRACE_SECONDS, counted from the signal) before exiting."""
+    import os
+
+    import uvicorn
+
+    settings = checked_settings()
     if reload:  # the reloader restarts its worker with SIGTERM: no drain for that
         os.environ["SHUTDOWN_DRAIN_SECONDS"] = "0"
     uvicorn.run(
@@ -60,7 +81,7 @@ def serve(
         # X-Forwarded-For only when the peer is a proxy listed here; the app (access log,
         # login throttling) uses request.client as given.
         proxy_headers=True,
-        forwarded_allow_ips=get_settings().forwarded_allow_ips,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=max(
             settings.shutdown_grace_seconds - settings.shutdown_drain_seconds, 0
         ),
@@ -72,92 +93,225 @@ def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
     down: Annotated[bool, typer.Option("--down", help="Roll back to REVISION")] = False,
 ) -> None:
-    """Apply the database migrations (or roll them back with --down)."""
+    """Apply the database migrations (or roll back with --down)."""
 
-    async def run() -> None:
-        try:
-            await (downgrade(revision) if down else upgrade(revision))
-        finally:
-            await dispose_engine()
+    async def work() -> None:
+        from app.core.migrate import downgrade, upgrade
 
-    asyncio.run(run())
-    console.print(f"database at {revision}")
+        await (downgrade(revision) if down else upgrade(revision))
+
+    run(work)
+    stderr().print(f"database at {revision}")
 
 
 @cli.command("create-admin")
 def create_admin() -> None:
-    """Create the admin from FIRST_SUPERUSER_EMAIL / FIRST_SUPERUSER_PASSWORD if absent."""
+    """Create the first admin if absent.
 
-    async def run() -> bool:
-        try:
-            async with get_sessionmaker()() as session:
-                return await ensure_first_superuser(session, get_settings())
-        finally:
-            await dispose_engine()
+    The admin is FIRST_SUPERUSER_EMAIL with FIRST_SUPERUSER_PASSWORD."""
 
-    created = asyncio.run(run())
-    email = get_settings().first_superuser_email
-    console.print(f"admin {email} {'created' if created else 'already exists'}")
+    async def work() -> bool:
+        from app.core.db import get_sessionmaker
+        from app.services.users import ensure_first_superuser
+
+        async with get_sessionmaker()() as session:
+            return await ensure_first_superuser(session, checked_settings())
+
+    created = run(work)
+    email = checked_settings().first_superuser_email
+    stderr().print(f"admin {email} {'created' if created else 'already exists'}")
 
 
-def _run_llm(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run an LLM command; an LLMError ends it with its message and exit status 1."""
+# ── LLM commands ──────────────────────────────────────────────────────────────────────
 
-    async def run() -> None:
-        try:
-            await work()
-        finally:
-            await close_clients()
-            await dispose_engine()
+
+def _provider(value: str) -> LLMProvider:
+    """The provider named on the command line; a usage error listing the choices if none."""
+    from app.services.llm import LLMConfigurationError, parse_provider
 
     try:
-        asyncio.run(run())
-    except LLMError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from None
+        return parse_provider(value)
+    except LLMConfigurationError as exc:
+        raise typer.BadParameter(exc.message, param_hint="'--provider'") from None
 
 
 @cli.command()
-def models() -> None:
-    """List the models LM Studio offers, with their state and context length."""
+def models(
+    provider: Annotated[
+        str | None, typer.Option(help="Provider to list (default: the active one)")
+    ] = None,
+    detail: Annotated[
+        bool, typer.Option("--detail", help="Also publisher, quantization, structured output")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """List a provider's models.
+
+    Each with its type, state and context length (more with --detail)."""
+    chosen_provider = _provider(provider) if provider is not None else None
 
     async def work() -> None:
-        service = await lmstudio_service()
-        found = await service.list_models()
-        table = Table(
-            "id", "type", "state", "context", title=f"LM Studio at {redact_url(service.base_url)}"
-        )
-        for info in found:
-            context = str(info.max_context_length or "")
-            table.add_row(info.id, info.type or "", info.state or "", context)
-        Console().print(table)
-        if not found:
-            console.print(f"no models: {NO_MODELS_HINT}")
+        from dataclasses import asdict
 
-    _run_llm(work)
+        from app.services.llm import PROVIDERS, discovery_service, load_effective_settings
+
+        chosen = chosen_provider or (await load_effective_settings()).provider
+        service = discovery_service(chosen)
+        found = await service.list_models()
+        if json_output:
+            print_json(
+                {
+                    "provider": chosen.value,
+                    "upstream": service.upstream,
+                    "models": [asdict(info) for info in found],
+                }
+            )
+            return
+        columns = ["id", "type", "state", "context"]
+        extra = ["publisher", "quantization", "structured output"] if detail else []
+        rows = [
+            [info.id, info.type, info.state, info.max_context_length]
+            + ([info.publisher, info.quantization, info.structured_output] if detail else [])
+            for info in found
+        ]
+        title = f"{PROVIDERS[chosen].display_name} at {service.upstream}"
+        print_rows(columns + extra, rows, title=title)
+        if not found:
+            stderr().print(f"{PROVIDERS[chosen].display_name} lists no models")
+
+    run(work)
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(
+            f"{path} is not a JSON file: {exc}", param_hint="'--schema'"
+        ) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{path} must hold a JSON object", param_hint="'--schema'")
+    return value
 
 
 @cli.command()
 def ask(
     prompt: Annotated[str, typer.Argument(help="What to ask")],
-    provider: Annotated[str | None, typer.Option(help="lmstudio or openai")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Provider for this call only (default: the active one)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model for this call only")] = None,
     system: Annotated[str | None, typer.Option(help="System message")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Cap on the reply's length")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap on the reply's length")] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON Schema file: print the reply as JSON validated against it",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
 ) -> None:
-    """Ask the configured (or given) model and stream its reply to stdout."""
+    """Ask a model; its reply streams to stdout.
+
+    The active provider and model answer unless --provider / --model say otherwise. With
+    --schema the reply is JSON validated against that JSON Schema."""
+    schema_value = _read_schema(schema) if schema is not None else None
+    chosen_provider = _provider(provider) if provider is not None else None
 
     async def work() -> None:
-        chosen = await get_llm_service_with_overrides(provider, model)
-        console.print(f"{chosen.provider.value}/{chosen.model}", style="dim")
-        async for text in chosen.service.stream_response(
-            prompt, system=system, max_tokens=max_tokens
-        ):
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        from app.services.llm import (
+            UnsafeSchemaError,
+            get_llm_service_with_overrides,
+            guard_schema_off_loop,
+        )
 
-    _run_llm(work)
+        guarded = None
+        if schema_value is not None:
+            try:
+                guarded = await guard_schema_off_loop(schema_value)
+            except UnsafeSchemaError as exc:
+                raise typer.BadParameter(str(exc), param_hint="'--schema'") from None
+        chosen = await get_llm_service_with_overrides(chosen_provider, model)
+        stderr().print(f"{chosen.provider.value}/{chosen.model}", style="dim")
+        if guarded is None:
+            await _stream_answer(chosen, prompt, system, max_tokens, json_output)
+            return
+        from app.services.llm import generate_structured_json
+
+        with spinner(f"waiting for {chosen.model}…"):
+            result = await generate_structured_json(
+                chosen.service, prompt, guarded, system=system, max_tokens=max_tokens
+            )
+        if not json_output:
+            print_json(result.value)
+            return
+        print_json(
+            {
+                "data": result.value,
+                "provider": result.provider or chosen.provider.value,
+                "model": result.model or chosen.model,
+                "attempts": result.attempts,
+                "mode": str(result.mode),
+            }
+        )
+
+    run(work)
+
+
+async def _stream_answer(
+    chosen: LLMServiceResult,
+    prompt: str,
+    system: str | None,
+    max_tokens: int | None,
+    json_output: bool,
+) -> None:
+    """Print the reply as it arrives (a spinner until its first token), or with --json the
+    whole reply and what it cost once it is complete."""
+    from app.services.llm import StreamChunk, build_messages
+
+    pieces: list[str] = []
+    last: StreamChunk | None = None
+    printed = False
+    try:
+        with spinner(f"waiting for {chosen.model}…") as stop_spinner:
+            chunks = chosen.service.stream_chunks(
+                build_messages(prompt, system), max_tokens=max_tokens
+            )
+            async for chunk in chunks:
+                if chunk.text and json_output:
+                    pieces.append(chunk.text)
+                elif chunk.text:
+                    stop_spinner()
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+                    printed = True
+                if chunk.finish_reason is not None:
+                    last = chunk
+    finally:
+        if printed:  # a broken stream's error then starts on a line of its own
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    if json_output:
+        usage = last.usage if last is not None else None
+        print_json(
+            {
+                "text": "".join(pieces),
+                "provider": (last.provider if last else "") or chosen.provider.value,
+                "model": (last.model if last else "") or chosen.model,
+                "finish_reason": last.finish_reason if last else None,
+                "usage": {
+                    "prompt_tokens": usage.prompt_tokens if usage else 0,
+                    "completion_tokens": usage.completion_tokens if usage else 0,
+                },
+            }
+        )
+        return
+    if not printed:
+        sys.stdout.write("\n")
+    if last is not None and last.finish_reason == "length":
+        stderr().print("(the reply was cut: it reached the token limit)", style="dim")
 
 
 @cli.command("settings")
@@ -165,10 +319,24 @@ def llm_settings(
     provider: Annotated[str | None, typer.Option(help="Switch to this provider")] = None,
     lmstudio_model: Annotated[str | None, typer.Option(help="Save the LM Studio model")] = None,
     openai_model: Annotated[str | None, typer.Option(help="Save the OpenAI model")] = None,
+    json_output: JsonFlag = False,
 ) -> None:
-    """Show the effective LLM settings; with options, save them (like PATCH /llm-settings)."""
+    """Show the LLM settings, or save them.
+
+    Without options, the effective settings; with options, saves them (like PATCH
+    /api/v1/llm-settings)."""
 
     async def work() -> None:
+        from pydantic import ValidationError
+
+        from app.core.db import get_sessionmaker
+        from app.models import LLMSettingsUpdate
+        from app.services.llm import (
+            LLMConfigurationError,
+            load_effective_settings,
+            save_llm_settings,
+        )
+
         changes = {
             key: value
             for key, value in (
@@ -182,39 +350,80 @@ def llm_settings(
             try:
                 update = LLMSettingsUpdate.model_validate(changes)
             except ValidationError as exc:
-                raise LLMConfigurationError(_first_error(exc)) from None
+                raise LLMConfigurationError(first_error(exc)) from None
             async with get_sessionmaker()() as session:
                 effective = await save_llm_settings(session, update, user_id=None)
         else:
             effective = await load_effective_settings()
-        table = Table("setting", "value", title=f"LLM settings ({effective.source})")
-        table.add_row("provider", effective.provider.value)
-        for name in LLMProvider:
-            table.add_row(f"{name.value}_model", effective.model_for(name) or "")
-        Console().print(table)
+        _print_settings(effective, json_output)
 
-    _run_llm(work)
+    run(work)
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    return f"{field}: {error['msg']}"
+def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
+    if json_output:
+        print_json(
+            {
+                "source": effective.source,
+                "provider": effective.provider.value,
+                "models": {name.value: model for name, model in effective.models.items()},
+                "fallbacks": [
+                    {"provider": entry.provider.value, "allow_cloud": entry.allow_cloud}
+                    for entry in effective.fallbacks
+                ],
+            }
+        )
+        return
+    rows: list[list[object]] = [["provider", effective.provider.value]]
+    rows += [[f"{name.value}_model", model] for name, model in effective.models.items()]
+    print_rows(["setting", "value"], rows, title=f"LLM settings ({effective.source})")
 
 
-@cli.callback()
-def _load_settings() -> None:
-    """Validate configuration before any command; a bad value stops with a plain message."""
-    try:
-        get_settings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]).upper()
-            message = str(error["msg"]).removeprefix("Value error, ")
-            console.print(f"configuration error: {field + ': ' if field else ''}{message}")
-        raise typer.Exit(2) from None
+@cli.command()
+def health(json_output: JsonFlag = False) -> None:
+    """Each LLM provider's state.
+
+    Whether it is configured and reachable, how long listing its models took, how many it
+    lists. Exits 3 when the active provider is not configured, 4 when it did not answer."""
+
+    async def work() -> int:
+        from dataclasses import asdict
+
+        from app.services.llm import check_providers, load_effective_settings
+
+        found = await check_providers(checked_settings(), await load_effective_settings())
+        if json_output:
+            print_json(
+                {"providers": [asdict(item) | {"provider": item.provider.value} for item in found]}
+            )
+        else:
+            columns = ["provider", "active", "configured", "reachable", "latency ms", "models"]
+            columns += ["model", "address", "error"]
+            rows = [
+                [
+                    item.provider.value,
+                    item.active,
+                    item.configured,
+                    item.reachable,
+                    item.latency_ms,
+                    item.model_count,
+                    item.model,
+                    item.base_url,
+                    item.error,
+                ]
+                for item in found
+            ]
+            print_rows(columns, rows, title="LLM providers")
+        active = next((item for item in found if item.active), None)
+        if active is None or not active.configured:
+            return EXIT_CONFIGURATION
+        return 0 if active.reachable else EXIT_UNREACHABLE
+
+    exit_code = run(work)
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (`llm-backend`, and `python -m app`)."""
     cli()

@@ -151,7 +151,7 @@ def test_production_mode_refuses_default_secret(tmp_path: Path) -> None:
     env = _env(tmp_path, PYTHONPATH=str(ROOT), ENVIRONMENT="production")
     del env["SECRET_KEY"]
     result = _cli(env, "serve", "--port", str(free_port()))
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "configuration error: SECRET_KEY must be set in production" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -163,7 +163,7 @@ def test_base_url_with_credentials_is_refused_at_startup_without_echoing_them(
         tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL="http://lm:hunter2-pw@127.0.0.2:1234/v1"
     )
     result = _cli(env, "serve", "--port", str(free_port()))
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert (
         "configuration error: LMSTUDIO_BASE_URL: must not contain a user name or password"
         in result.stderr
@@ -182,14 +182,13 @@ def test_models_ask_and_settings_commands(tmp_path: Path, upstream: StandInServe
         assert model in listed.stdout
 
     unset = _cli(env, "ask", "hello")
-    assert unset.returncode == 1
+    assert unset.returncode == 3
     assert "error: No LM Studio model is configured" in unset.stderr
     assert "Traceback" not in unset.stderr
 
     saved = _cli(env, "settings", "--lmstudio-model", "codellama-7b")
     assert saved.returncode == 0, saved.stderr
-    assert "codellama-7b" in saved.stdout
-    assert "(database)" in saved.stdout
+    assert "lmstudio_model\tcodellama-7b\n" in saved.stdout
 
     answered = _cli(env, "ask", "hello there")
     assert answered.returncode == 0, answered.stderr
@@ -197,7 +196,7 @@ def test_models_ask_and_settings_commands(tmp_path: Path, upstream: StandInServe
     assert upstream.chat_requests[-1].json["model"] == "codellama-7b"
 
     invalid = _cli(env, "settings", "--lmstudio-model", "")
-    assert invalid.returncode == 1
+    assert invalid.returncode == 3
     assert "error: lmstudio_model: String should have at least 1 character" in invalid.stderr
 
 
@@ -206,7 +205,7 @@ def test_llm_commands_report_an_unreachable_lm_studio(tmp_path: Path) -> None:
     env = _env(tmp_path, PYTHONPATH=str(ROOT), LMSTUDIO_BASE_URL=url)
     assert _cli(env, "migrate").returncode == 0
     result = _cli(env, "models")
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert f"error: Cannot connect to LM Studio at {url}: is LM Studio's server running?" in (
         result.stderr
     )

@@ -475,10 +475,18 @@ class StandInServer:
         self._push(_Script("stream_cut", "chat", times, delay, after_chunks=after_chunks))
 
     def slow_stream(
-        self, n_chunks: int = 50, interval: float = 0.05, *, times: int | None = 1
+        self,
+        n_chunks: int = 50,
+        interval: float = 0.05,
+        *,
+        times: int | None = 1,
+        delay: float = 0.0,
     ) -> None:
-        """Stream an ``n_chunks``-token reply, one token every ``interval`` seconds."""
-        self._push(_Script("slow_stream", "chat", times, n_chunks=n_chunks, interval=interval))
+        """Stream an ``n_chunks``-token reply, one token every ``interval`` seconds, the
+        first after ``delay`` seconds (a model reading the prompt)."""
+        self._push(
+            _Script("slow_stream", "chat", times, delay, n_chunks=n_chunks, interval=interval)
+        )
 
     def invalid_json(
         self, times: int | None = 1, *, kind: InvalidKind = "prose", delay: float = 0.0

@@ -26,8 +26,11 @@ from app.services.llm.errors import (
     LLMConfigurationError,
     LLMConnectionError,
     LLMError,
+    LLMInvalidRequestError,
     LLMModelNotFoundError,
     LLMNoModelsError,
+    LLMOverloadedError,
+    LLMSettingsUnavailableError,
     LLMTimeoutError,
     LLMUpstreamError,
     LLMValidationError,
@@ -40,6 +43,12 @@ from app.services.llm.factory import (
     parse_provider,
 )
 from app.services.llm.fallback import FallbackService, with_fallback
+from app.services.llm.health import ProviderHealth, check_providers
+from app.services.llm.json_schema_guard import (
+    GuardedSchema,
+    UnsafeSchemaError,
+    guard_schema_off_loop,
+)
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
@@ -52,6 +61,11 @@ from app.services.llm.providers import PROVIDERS
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import close_clients, redact_url
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT
+from app.services.llm.settings import (
+    EffectiveLLMSettings,
+    load_effective_settings,
+    save_llm_settings,
+)
 from app.services.llm.structured import (
     StructuredMode,
     StructuredResult,
@@ -74,14 +88,19 @@ __all__ = [
     "BedrockConfig",
     "Capabilities",
     "Completion",
+    "EffectiveLLMSettings",
     "FallbackService",
+    "GuardedSchema",
     "LLMConfigurationError",
     "LLMConnectionError",
     "LLMError",
+    "LLMInvalidRequestError",
     "LLMModelNotFoundError",
     "LLMNoModelsError",
+    "LLMOverloadedError",
     "LLMService",
     "LLMServiceResult",
+    "LLMSettingsUnavailableError",
     "LLMTimeoutError",
     "LLMUpstreamError",
     "LLMValidationError",
@@ -91,13 +110,16 @@ __all__ = [
     "OpenAIConfig",
     "OpenRouterConfig",
     "ProviderConfig",
+    "ProviderHealth",
     "ProviderService",
     "ProviderSpec",
     "StreamChunk",
     "StructuredMode",
     "StructuredResult",
+    "UnsafeSchemaError",
     "Usage",
     "build_messages",
+    "check_providers",
     "clear_discovery_cache",
     "close_clients",
     "discover_models",
@@ -106,8 +128,11 @@ __all__ = [
     "generate_structured_json",
     "get_llm_service",
     "get_llm_service_with_overrides",
+    "guard_schema_off_loop",
     "lmstudio_service",
+    "load_effective_settings",
     "parse_provider",
     "redact_url",
+    "save_llm_settings",
     "with_fallback",
 ]
