@@ -31,7 +31,6 @@ import asyncio
 import hmac
 import json
 import re
-import socket
 import struct
 import threading
 import time
@@ -45,6 +44,7 @@ from aiohttp import web
 
 from .completion import split_tokens
 from .schema_gen import example_for_schema
+from .threaded import ThreadedApp
 
 __all__ = [
     "ACCESS_KEY",
@@ -216,7 +216,7 @@ class _Script:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class BedrockStandIn:
+class BedrockStandIn(ThreadedApp):
     """A scriptable Bedrock on a free loopback port.
 
     Args:
@@ -239,6 +239,7 @@ class BedrockStandIn:
         api_keys: Sequence[str] = (API_KEY,),
         profile_page_size: int = 2,
     ) -> None:
+        super().__init__()
         self._initial = (list(models), [(pid, tuple(ids)) for pid, ids in profiles])
         self.models, self.profiles = list(self._initial[0]), list(self._initial[1])
         self.region = region
@@ -249,71 +250,21 @@ class BedrockStandIn:
         self._scripts: deque[_Script] = deque()
         self._records: list[RecordedRequest] = []
         self._disconnects = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-
-    # ── lifecycle ───────────────────────────────────────────────────────────────────
-
-    def start(self) -> BedrockStandIn:
-        """Bind a free port and serve in a background thread; returns self."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=self._serve, args=(loop, ready), name="standin-bedrock", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the Bedrock stand-in did not start")
-        return self
-
-    def stop(self) -> None:
-        """Close the socket and end the thread."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._thread = None
-
-    def __enter__(self) -> BedrockStandIn:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``: the endpoint URL of both services."""
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
-    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(self._astart())
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-    async def _astart(self) -> None:
+    def build_app(self) -> web.Application:
+        """Both services' routes (runtime and control plane), behind the signature check."""
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse)
         app.router.add_get("/foundation-models", self._foundation_models)
         app.router.add_get("/inference-profiles", self._inference_profiles)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        return app
 
     # ── scripting ───────────────────────────────────────────────────────────────────
 

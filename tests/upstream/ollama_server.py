@@ -19,7 +19,6 @@ an error after the 200 is an ``{"error": "..."}`` line, then the end of the stre
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .schema_gen import example_for_schema
+from .threaded import ThreadedApp
 
 __all__ = ["OllamaStandIn", "Recorded"]
 
@@ -63,7 +63,7 @@ class _Script:
     message: str = "an error was encountered while running the model"
 
 
-class OllamaStandIn:
+class OllamaStandIn(ThreadedApp):
     """A scriptable Ollama on a free 127.0.0.1 port.
 
     Args:
@@ -79,6 +79,7 @@ class OllamaStandIn:
         models: Mapping[str, int | None] | None = None,
         loaded: Mapping[str, int | None] | None = None,
     ) -> None:
+        super().__init__()
         self.models = dict(models if models is not None else {"llama3.2:latest": 131072})
         self.loaded = dict(loaded if loaded is not None else {})
         self.requests: list[Recorded] = []
@@ -86,57 +87,20 @@ class OllamaStandIn:
         """Set when a client closes its connection while a stream is being sent."""
         self._scripts: deque[_Script] = deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    # ── lifecycle ───────────────────────────────────────────────────────────
-
-    def __enter__(self) -> OllamaStandIn:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=self._serve, args=(loop, ready), name="standin-ollama", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the Ollama stand-in did not start")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._thread = None
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT`` (what OLLAMA_BASE_URL would hold)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
+    def build_app(self) -> web.Application:
+        """Ollama's routes."""
         app = web.Application()
         app.router.add_post("/api/chat", self._chat)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/show", self._show)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-        loop.run_until_complete(self._runner.setup())
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        loop.run_until_complete(web.SockSite(self._runner, sock).start())
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
+        return app
 
     # ── scripting ───────────────────────────────────────────────────────────
 

@@ -17,9 +17,7 @@ in the 200 stream as an event with a top-level ``error`` and ``finish_reason: "e
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections import deque
@@ -32,6 +30,7 @@ from aiohttp import web
 
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .server import RecordedRequest
+from .threaded import ThreadedApp
 
 __all__ = ["DEFAULT_MODELS", "PROCESSING", "OpenRouterStandIn"]
 
@@ -86,7 +85,7 @@ class _Script:
     keep_alives: int = 0
 
 
-class OpenRouterStandIn:
+class OpenRouterStandIn(ThreadedApp):
     """A scriptable OpenRouter on a free 127.0.0.1 port.
 
     Args:
@@ -97,36 +96,13 @@ class OpenRouterStandIn:
     def __init__(
         self, *, api_key: str = "sk-or-test", models: Sequence[dict[str, Any]] | None = None
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.models = list(DEFAULT_MODELS if models is None else models)
         self._records: list[RecordedRequest] = []
         self._scripts: deque[_Script] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    # ── lifecycle ───────────────────────────────────────────────────────────
-
-    def __enter__(self) -> OpenRouterStandIn:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=self._serve, args=(loop, ready), name="standin-openrouter", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10) or not self.port:
-            raise RuntimeError("the OpenRouter stand-in did not start")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._thread = None
 
     @property
     def base_url(self) -> str:
@@ -141,32 +117,12 @@ class OpenRouterStandIn:
         self.api_key = "sk-or-test"
         self.models = list(DEFAULT_MODELS)
 
-    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        finally:
-            ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-    async def _astart(self) -> None:
+    def build_app(self) -> web.Application:
+        """OpenRouter's chat and models routes, behind its key check."""
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/api/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        await web.SockSite(self._runner, sock).start()
-        self.port = sock.getsockname()[1]
+        return app
 
     # ── scripting ───────────────────────────────────────────────────────────
 
