@@ -324,6 +324,11 @@ class BedrockStandIn(ThreadedApp):
             )
         )
 
+    def drop(self, *, times: int | None = 1) -> None:
+        """Close a Converse or ConverseStream call's connection before any reply, as a
+        server closing an idle keep-alive connection while the request was on its way."""
+        self._push(_Script("drop", "converse", times))
+
     def cut(self, after_deltas: int = 2, *, times: int | None = 1) -> None:
         """Stream this many deltas, then abort the connection (a Converse call: abort
         before any reply)."""
@@ -452,6 +457,9 @@ class BedrockStandIn(ThreadedApp):
         body = await request.json()
         streaming = request.path.endswith("/converse-stream")
         script = self._take("converse")
+        if script is not None and script.kind == "drop":
+            _abort(request)
+            return web.Response()
         if script is not None and script.kind == "fail":
             return _error(script.code, script.message, script.status, script.headers)
         if script is not None and script.delay and script.kind != "stall":

@@ -150,7 +150,9 @@ class BedrockWire(Wire):
         """One Converse call; a forced tool's input comes back as the JSON text."""
         arguments, forced = self._arguments(request)
         clients = await self._clients()
-        reply = await self._call(clients.runtime.converse, "converse", arguments)
+        reply = await self._call(
+            clients.runtime.converse, "converse", arguments, resend=not request.attempt
+        )
         try:
             blocks = reply["output"]["message"]["content"]
             tool_inputs = [b["toolUse"]["input"] for b in blocks if "toolUse" in b]
@@ -175,7 +177,12 @@ class BedrockWire(Wire):
         """ConverseStream's events as chunks (a forced tool's input deltas as text)."""
         arguments, forced = self._arguments(request)
         clients = await self._clients()
-        reply = await self._call(clients.runtime.converse_stream, "converse_stream", arguments)
+        reply = await self._call(
+            clients.runtime.converse_stream,
+            "converse_stream",
+            arguments,
+            resend=not request.attempt,
+        )
         events = reply["stream"]
         stop_reason: str | None = None
         usage: Usage | None = None
@@ -326,13 +333,21 @@ class BedrockWire(Wire):
         return _Clients(runtime=made[0], control=made[1])
 
     async def _call(
-        self, method: Callable[..., Awaitable[Any]], operation: str, arguments: dict[str, Any]
+        self,
+        method: Callable[..., Awaitable[Any]],
+        operation: str,
+        arguments: dict[str, Any],
+        *,
+        resend: bool = True,
     ) -> Any:
-        for attempt in (1, 2):
+        """`method(**arguments)`, failures as LLMErrors. `resend`: whether a call that went
+        to a stale pooled connection is sent once more (a chat call's first attempt only:
+        see `ChatRequest.attempt`)."""
+        for resent in (False, True):
             try:
                 return await method(**arguments)
             except Exception as exc:
-                if attempt == 1 and stale_connection(exc):
+                if resend and not resent and stale_connection(exc):
                     continue  # a pooled connection the server had closed: resend once
                 raise self._failure(exc, operation, arguments.get("modelId")) from exc
         raise AssertionError("unreachable")

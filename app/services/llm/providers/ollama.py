@@ -81,7 +81,8 @@ class OllamaWire(Wire):
     async def complete(self, request: ChatRequest) -> Completion:
         """One non-streamed `/api/chat` reply."""
         model = request.model or self.model
-        response = await self._send("POST", "/api/chat", self._chat_body(request, False), model)
+        body = self._chat_body(request, False)
+        response = await self._send("POST", "/api/chat", body, model, resend=not request.attempt)
         raw = await self._read(response)
         reply = self._object(raw)
         if "error" in reply:
@@ -98,7 +99,8 @@ class OllamaWire(Wire):
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """`/api/chat` as NDJSON lines; the last chunk carries finish reason and usage."""
         model = request.model or self.model
-        response = await self._send("POST", "/api/chat", self._chat_body(request, True), model)
+        body = self._chat_body(request, True)
+        response = await self._send("POST", "/api/chat", body, model, resend=not request.attempt)
         finished = False
         try:
             async with aclosing(self._lines(response)) as lines:
@@ -234,9 +236,17 @@ class OllamaWire(Wire):
     # ── the wire ────────────────────────────────────────────────────────────
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, model: str
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        model: str,
+        *,
+        resend: bool = True,
     ) -> aiohttp.ClientResponse:
-        """The response to one request, its status checked; the caller releases it."""
+        """The response to one request, its status checked; the caller releases it.
+        `resend`: whether a request that went to a stale pooled connection is sent once more
+        (a chat call's first attempt only: see `ChatRequest.attempt`)."""
         try:
             payload = None if body is None else orjson.dumps(body)
         except TypeError as exc:  # orjson's JSONEncodeError: a lone surrogate, or not JSON
@@ -246,7 +256,7 @@ class OllamaWire(Wire):
             ) from exc
         session = _session(self.root, self.config.timeout)
         headers = {"Content-Type": "application/json"} if payload is not None else None
-        for resend in (False, True):
+        for resent in (False, True):
             try:
                 response = await session.request(
                     method, f"{self.root}{path}", data=payload, headers=headers
@@ -255,7 +265,8 @@ class OllamaWire(Wire):
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 # A pooled keep-alive connection the server had closed: the request never
                 # reached it, so it is sent once more at once, on a fresh connection.
-                if not resend and stale_connection(exc) and not _connect_failure(exc):
+                stale = stale_connection(exc) and not _connect_failure(exc)
+                if resend and not resent and stale:
                     continue
                 raise self._failure(exc) from exc
         if response.status < 400:

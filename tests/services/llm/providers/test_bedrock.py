@@ -20,6 +20,7 @@ from botocore.eventstream import (  # type: ignore[import-untyped]
 )
 
 from app.core.config import Settings
+from app.services.llm.calls import ProviderService
 from app.services.llm.errors import (
     LLMAuthenticationError,
     LLMBadRequestError,
@@ -362,6 +363,26 @@ async def test_a_connection_closed_before_any_reply_is_sent_once_more(
         await wire(bedrock.url).complete(ask())
     assert caught.value.retryable
     assert len(bedrock.converse_requests) == 2
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_a_stale_connection_is_resent_on_the_first_attempt_only(
+    bedrock: BedrockStandIn, streamed: bool
+) -> None:
+    bedrock.drop(times=None)  # a server hanging up on every request
+    config = SPEC.config_from(settings(bedrock.url, bedrock_max_retries=1), HAIKU)
+    llm = ProviderService(SPEC, config, retry_backoff=0.01)
+
+    async def call() -> object:
+        if streamed:
+            return [chunk async for chunk in llm.stream_chunks(HELLO)]
+        return await llm.complete(HELLO)
+
+    with pytest.raises(LLMUpstreamError) as caught:
+        await call()
+    assert caught.value.retryable
+    # The first attempt, its resend over a fresh connection, the one retry (not resent).
+    assert len(bedrock.converse_requests) == 3
 
 
 async def test_a_corrupt_frame_is_an_invalid_reply(bedrock: BedrockStandIn) -> None:

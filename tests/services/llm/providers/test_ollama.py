@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from app.core.config import LLMProvider, Settings
+from app.services.llm.calls import ProviderService
 from app.services.llm.config import OllamaConfig
 from app.services.llm.errors import (
     LLMBadRequestError,
@@ -298,6 +299,21 @@ async def test_a_second_drop_is_not_resent_again(ollama: OllamaStandIn) -> None:
     assert isinstance(error, LLMUpstreamError)
     assert error.retryable is True
     assert len(ollama.chat_requests) == 2
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_a_stale_connection_is_resent_on_the_first_attempt_only(
+    ollama: OllamaStandIn, streamed: bool
+) -> None:
+    for _ in range(4):  # a server hanging up on every request (4: one more than expected)
+        ollama.drop()
+    config = OllamaConfig(base_url=ollama.base_url, default_model=MODEL, timeout=2, max_retries=1)
+    llm = ProviderService(SPEC, config, retry_backoff=0.01)
+    error = await raised(collect(llm.stream_chunks(HELLO)) if streamed else llm.complete(HELLO))
+    assert isinstance(error, LLMUpstreamError)
+    assert error.retryable
+    # The first attempt, its resend over a fresh connection, the one retry (not resent).
+    assert len(ollama.chat_requests) == 3
 
 
 # ── discovery ─────────────────────────────────────────────────────────────────
