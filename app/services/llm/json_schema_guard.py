@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
+import math
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +55,7 @@ MAX_VALIDATION_STEPS = 256  # nested subschema steps one validation may take (~2
 MAX_REPLY_DEPTH = 64  # nesting levels of a reply
 MIN_RECURSIVE_REPLY_DEPTH = 8  # a recursive schema must allow replies at least this deep
 VALIDATION_TIMEOUT = 2.0  # seconds
+MAX_ERRORS = 100  # errors collected from one validation (10 are reported)
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -162,12 +167,35 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+class _OutOfTime(Exception):
+    """A validation ran past its deadline (raised inside the validating thread)."""
+
+
+# The deadline of the validation running in this thread. Checked as the validator walks
+# (each combinator, each array and object), so that a validation given up on stops: a
+# thread cannot be killed, and one left running holds a core and grows without bound
+# (a 100,000-item reply against 50 failing anyOf branches builds millions of errors).
+_deadline = threading.local()
+
+
+def _within_deadline(keyword: Any) -> Any:
+    def checked(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if time.monotonic() > getattr(_deadline, "at", math.inf):
+            raise _OutOfTime
+        yield from keyword(validator, value, instance, schema)
+
+    return checked
+
+
+_WALKING = ("anyOf", "oneOf", "allOf", "items", "prefixItems", "properties", "contains")
+
 GuardedValidator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
     {
+        **{name: _within_deadline(Draft202012Validator.VALIDATORS[name]) for name in _WALKING},
         "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "additionalProperties": _additional_properties,
+        "patternProperties": _within_deadline(_pattern_properties),
+        "additionalProperties": _within_deadline(_additional_properties),
         "uniqueItems": _unique_items,
     },
 )
@@ -225,31 +253,43 @@ class GuardedSchema:
     max_reply_depth: int
     validator: Validator
 
-    def validate(self, value: Any) -> list[str]:
-        """The reasons `value` is invalid (at most 10), empty if it is valid."""
+    def validate(self, value: Any, limit: float = VALIDATION_TIMEOUT) -> list[str]:
+        """The reasons `value` is invalid (at most 10, from the first `MAX_ERRORS` found),
+        empty if it is valid; ReplyNotValidatedError after `limit` seconds."""
         depth = nesting_depth(value)
         if depth > self.max_reply_depth:
             return [f"value: nests {depth} levels deep; at most {self.max_reply_depth} allowed"]
+        _deadline.at = time.monotonic() + limit
         try:
             errors = sorted(
-                self.validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]
+                itertools.islice(self.validator.iter_errors(value), MAX_ERRORS),
+                key=lambda e: [str(p) for p in e.absolute_path],
             )
+        except _OutOfTime:
+            raise ReplyNotValidatedError(
+                f"validating the reply against the schema took longer than {limit:g} s"
+            ) from None
         except RecursionError:
             raise ReplyNotValidatedError("the schema nests too deeply to validate") from None
         except Unresolvable as exc:  # the guard admits only resolvable refs; never a 500 anyway
             raise ReplyNotValidatedError(
                 f"the schema's $ref {exc.ref!r} cannot be resolved"
             ) from None
+        finally:
+            _deadline.at = math.inf
         return [
             f"{'.'.join(str(p) for p in err.absolute_path) or 'value'}: {err.message}"
             for err in errors[:10]
         ]
 
     async def validate_off_loop(self, value: Any, limit: float = VALIDATION_TIMEOUT) -> list[str]:
-        """`validate` in the validation threads, given up after `limit` seconds."""
-        future = asyncio.get_running_loop().run_in_executor(_VALIDATION_POOL, self.validate, value)
+        """`validate` in the validation threads, given up after `limit` seconds (the
+        thread stops at its own deadline; waiting here ends a moment later at the latest)."""
+        future = asyncio.get_running_loop().run_in_executor(
+            _VALIDATION_POOL, self.validate, value, limit
+        )
         try:
-            return await asyncio.wait_for(future, limit)
+            return await asyncio.wait_for(future, limit + 1)
         except TimeoutError:
             raise ReplyNotValidatedError(
                 f"validating the reply against the schema took longer than {limit:g} s"

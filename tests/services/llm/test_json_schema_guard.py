@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -170,6 +171,17 @@ async def test_off_loop_check_and_its_time_limit() -> None:
     slow = guard_schema({"type": "array", "items": {"anyOf": [{"type": "string"}] * 50}})
     with pytest.raises(ReplyNotValidatedError, match="took longer than"):
         await slow.validate_off_loop(list(range(100_000)), limit=0.01)
+
+
+def test_a_validation_given_up_on_stops_its_thread() -> None:
+    # A thread cannot be killed: the validation itself must stop at its deadline, or it
+    # holds a core and builds millions of errors long after the caller was answered.
+    slow = guard_schema({"type": "array", "items": {"anyOf": [{"type": "string"}] * 50}})
+    started = time.monotonic()
+    with pytest.raises(ReplyNotValidatedError, match=r"took longer than 0\.05 s"):
+        slow.validate(list(range(100_000)), limit=0.05)
+    assert time.monotonic() - started < 1.0
+    assert slow.validate(["fine"]) == []  # the deadline does not outlive the validation
 
 
 META_CORPUS: list[Any] = [
