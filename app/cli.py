@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from app.core.config import LLMProvider, get_settings
+from app.core.config import DEFAULT_SUPERUSER_PASSWORD, LLMProvider, get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.core.migrate import downgrade, upgrade
 from app.models import LLMSettingsUpdate
@@ -28,7 +28,7 @@ from app.services.llm import (
     redact_url,
 )
 from app.services.llm.settings import load_effective_settings, save_llm_settings
-from app.services.users import ensure_first_superuser
+from app.services.users import ensure_first_superuser, first_admin_has_default_password
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM backend")
 console = Console(stderr=True, soft_wrap=True)
@@ -47,6 +47,7 @@ def serve(
     settings = get_settings()
     if reload:  # the reloader restarts its worker with SIGTERM: no drain for that
         os.environ["SHUTDOWN_DRAIN_SECONDS"] = "0"
+    _say_where_to_go(host, port)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -65,6 +66,40 @@ def serve(
             settings.shutdown_grace_seconds - settings.shutdown_drain_seconds, 0
         ),
     )
+
+
+def _say_where_to_go(host: str, port: int) -> None:
+    """Print the addresses to open and, while it is the default one, the admin's login."""
+    settings = get_settings()
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    say = console.print
+    say(f"LLM backend at {url}: admin page {url}/admin/, API docs {url}/docs", markup=False)
+    email = settings.first_superuser_email
+    if settings.environment != "production" and _admin_has_default_password():
+        say(
+            f"Log in as {email} with the default password {DEFAULT_SUPERUSER_PASSWORD} "
+            "(change it on the admin page, Users, or with PATCH /api/v1/users/me/password)",
+            markup=False,
+        )
+    else:
+        say(f"Log in as {email}", markup=False)
+
+
+def _admin_has_default_password() -> bool:
+    settings = get_settings()
+
+    async def check() -> bool:
+        try:
+            async with get_sessionmaker()() as session:
+                return await first_admin_has_default_password(session, settings)
+        finally:
+            await dispose_engine()
+
+    try:
+        return asyncio.run(asyncio.wait_for(check(), timeout=5))
+    except Exception:  # no database or no tables yet: the server itself will say why
+        return settings.first_superuser_password.get_secret_value() == DEFAULT_SUPERUSER_PASSWORD
 
 
 @cli.command()
