@@ -69,21 +69,26 @@ def serve(
 
 
 def _say_where_to_go(host: str, port: int) -> None:
-    """Print the addresses to open and, while it is the default one, the admin's login."""
     settings = get_settings()
+    default_login = settings.environment != "production" and _admin_has_default_password()
+    for line in where_to_go(host, port, settings.first_superuser_email, default_login):
+        console.print(line, markup=False, highlight=False)
+
+
+def where_to_go(host: str, port: int, admin_email: str, default_login: bool) -> list[str]:
+    """What `serve` prints first: the addresses to open, and the admin's login, with the
+    password only when it is the default one (`default_login`)."""
     shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
     url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-    say = console.print
-    say(f"LLM backend at {url}: admin page {url}/admin/, API docs {url}/docs", markup=False)
-    email = settings.first_superuser_email
-    if settings.environment != "production" and _admin_has_default_password():
-        say(
-            f"Log in as {email} with the default password {DEFAULT_SUPERUSER_PASSWORD} "
-            "(change it on the admin page, Users, or with PATCH /api/v1/users/me/password)",
-            markup=False,
+    lines = [f"LLM backend at {url}: admin page {url}/admin/, API docs {url}/docs"]
+    if default_login:
+        lines.append(
+            f"Log in as {admin_email} with the default password {DEFAULT_SUPERUSER_PASSWORD} "
+            "(change it on the admin page, Users, or with PATCH /api/v1/users/me/password)"
         )
     else:
-        say(f"Log in as {email}", markup=False)
+        lines.append(f"Log in as {admin_email}")
+    return lines
 
 
 def _admin_has_default_password() -> bool:

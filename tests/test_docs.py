@@ -17,6 +17,7 @@ and the line of the block.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -32,7 +33,10 @@ import httpx
 import pytest
 import yaml
 
+from app.cli import where_to_go
 from app.core.config import DEFAULT_SUPERUSER_PASSWORD, Settings
+from app.core.db import create_engine
+from app.core.migrate import upgrade
 from tests.conftest import free_port
 from tests.upstream import StandInServer, unused_url
 
@@ -197,6 +201,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+async def _migrate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine=engine)
+    finally:
+        await engine.dispose()
+
+
 def _new_project(folder: Path, upstream_url: str) -> None:
     """A clone's folder as the README leaves it: `.env` from `.env.example`, LM Studio set."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,16 +279,9 @@ def project(
     folder = tmp_path_factory.mktemp("clone")
     _new_project(folder, upstream_server.base_url)
     env = _clean_env()
-    migrated = subprocess.run(
-        [sys.executable, "-m", "app", "migrate"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
+    # What `python -m app migrate` does (tests/test_cli.py runs that command), in this process
+    # to spare one start of Python; the database is the one .env names, under the folder.
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{folder / 'data' / 'app.db'}"))
     server = start_server(folder, env)
     try:
         yield Project(folder, server.url, env, server.log)
@@ -305,7 +310,7 @@ def _script_for(block: Block, project: Project, state: Path, names: list[str]) -
         "set -eo pipefail",
         f"[ -f {state} ] && source {state}",
         # An HTTP error status fails the example (curl itself exits 0 on a 401).
-        'curl() { command curl --fail-with-body --max-time 30 "$@"; }',
+        'curl() { command curl --fail-with-body --no-progress-meter --max-time 30 "$@"; }',
     ]
     if block.language in ("python", "py"):
         script_file = project.folder / f"example_{block.document.stem}_{block.line}.py"
@@ -402,20 +407,31 @@ def test_make_run_prints_the_addresses_and_the_default_login(project: Project) -
     assert httpx.get(f"{project.url}/docs", timeout=5).status_code == 200
 
 
-def test_a_password_that_is_not_the_default_is_never_printed(
-    upstream_server: StandInServer, tmp_path: Path
-) -> None:
-    secret = "a-Chosen-password-42"
-    _new_project(tmp_path, upstream_server.base_url)
-    env = _clean_env(
-        FIRST_SUPERUSER_EMAIL="boss@example.com",
-        FIRST_SUPERUSER_PASSWORD=secret,
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}",  # not even migrated
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),  # noqa: S104 - every interface: this machine
+        ("::", "http://[::1]:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("llm.internal", "http://llm.internal:8000"),
+    ],
+)
+def test_where_to_go_names_an_address_a_browser_opens(host: str, url: str) -> None:
+    lines = where_to_go(host, 8000, "boss@example.com", default_login=False)
+    assert lines[0] == f"LLM backend at {url}: admin page {url}/admin/, API docs {url}/docs"
+
+
+def test_a_password_that_is_not_the_default_is_never_printed() -> None:
+    # The configured password never reaches the banner: it only knows whether the default
+    # one still logs in (first_admin_has_default_password, tests/services/test_users.py).
+    assert where_to_go("127.0.0.1", 8000, "boss@example.com", default_login=False) == [
+        "LLM backend at http://127.0.0.1:8000: admin page http://127.0.0.1:8000/admin/, "
+        "API docs http://127.0.0.1:8000/docs",
+        "Log in as boss@example.com",
+    ]
+    with_default = where_to_go("127.0.0.1", 8000, "boss@example.com", default_login=True)
+    assert (
+        f"boss@example.com with the default password {DEFAULT_SUPERUSER_PASSWORD}"
+        in (with_default[1])
     )
-    server = start_server(tmp_path, env)
-    server.stop()
-    output = server.output()
-    assert f"LLM backend at {server.url}" in output, output
-    assert "Log in as boss@example.com" in output, output
-    assert secret not in output
-    assert DEFAULT_SUPERUSER_PASSWORD not in output
