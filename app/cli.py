@@ -102,7 +102,7 @@ def _admin_has_default_password() -> bool:
             await dispose_engine()
 
     try:
-        return asyncio.run(asyncio.wait_for(check(), timeout=5))
+        return asyncio.run(asyncio.wait_for(check(), timeout=2))
     except Exception:  # no database or no tables yet: the server itself will say why
         return settings.first_superuser_password.get_secret_value() == DEFAULT_SUPERUSER_PASSWORD
 
