@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -197,6 +198,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any setting of the app, so .env decides."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_NAMES}
     env.update(PYTHONPATH=str(ROOT), **extra)  # the folder stands in for a clone's root
+    # `python3` in the examples: any will do; the project's own is sure to be there.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.pop("PYTHONWARNINGS", None)
     return env
 
@@ -289,13 +292,11 @@ def project(
         server.stop()
 
 
-def _bash(
-    script: str, project: Project, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def _bash(script: str, project: Project) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
         ["bash", "--noprofile", "--norc", "-c", script],  # noqa: S607
         cwd=project.folder,
-        env=env or project.env,
+        env=project.env,
         capture_output=True,
         text=True,
         timeout=BLOCK_TIMEOUT,
@@ -306,19 +307,21 @@ def _bash(
 def _script_for(block: Block, project: Project, state: Path, names: list[str]) -> str:
     """The shell script that runs `block` with the variables earlier blocks set."""
     text = block.text.replace(DOCUMENTED_URL, project.url)
+    saved = shlex.quote(str(state))
     prelude = [
         "set -eo pipefail",
-        f"[ -f {state} ] && source {state}",
+        f"[ -f {saved} ] && source {saved}",
         # An HTTP error status fails the example (curl itself exits 0 on a 401).
         'curl() { command curl --fail-with-body --no-progress-meter --max-time 30 "$@"; }',
     ]
-    if block.language in ("python", "py"):
+    if RUNNABLE[block.language] == "python":
         script_file = project.folder / f"example_{block.document.stem}_{block.line}.py"
         script_file.write_text(text)
-        body = f"PYTHONWARNINGS=default::ResourceWarning exec {sys.executable} {script_file.name}"
+        python = shlex.quote(sys.executable)
+        body = f"PYTHONWARNINGS=default::ResourceWarning exec {python} {script_file.name}"
     else:
         body = text
-    keep = f"declare -p {' '.join(names)} > {state} 2>/dev/null || true" if names else ""
+    keep = f"declare -p {' '.join(names)} > {saved} 2>/dev/null || true" if names else ""
     return "\n".join([*prelude, body, keep]) + "\n"
 
 
