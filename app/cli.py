@@ -68,6 +68,7 @@ def serve(
     settings = checked_settings()
     if reload:  # the reloader restarts its worker with SIGTERM: no drain for that
         os.environ["SHUTDOWN_DRAIN_SECONDS"] = "0"
+    _say_where_to_go(host, port)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -86,6 +87,55 @@ def serve(
             settings.shutdown_grace_seconds - settings.shutdown_drain_seconds, 0
         ),
     )
+
+
+def _say_where_to_go(host: str, port: int) -> None:
+    from app.core.config import get_settings
+
+    settings = get_settings()
+    default_login = settings.environment != "production" and _admin_has_default_password()
+    for line in where_to_go(host, port, settings.first_superuser_email, default_login):
+        stderr().print(line)
+
+
+def where_to_go(host: str, port: int, admin_email: str, default_login: bool) -> list[str]:
+    """What `serve` prints first: the addresses to open, and the admin's login, with the
+    password only when it is the default one (`default_login`)."""
+    from app.core.config import DEFAULT_SUPERUSER_PASSWORD
+
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    lines = [f"LLM backend at {url}: admin page {url}/admin/, API docs {url}/docs"]
+    if default_login:
+        lines.append(
+            f"Log in as {admin_email} with the default password {DEFAULT_SUPERUSER_PASSWORD} "
+            "(change it on the admin page, Users, or with PATCH /api/v1/users/me/password)"
+        )
+    else:
+        lines.append(f"Log in as {admin_email}")
+    return lines
+
+
+def _admin_has_default_password() -> bool:
+    import asyncio
+
+    from app.core.config import DEFAULT_SUPERUSER_PASSWORD, get_settings
+    from app.core.db import dispose_engine, get_sessionmaker
+    from app.services.users import first_admin_has_default_password
+
+    settings = get_settings()
+
+    async def check() -> bool:
+        try:
+            async with get_sessionmaker()() as session:
+                return await first_admin_has_default_password(session, settings)
+        finally:
+            await dispose_engine()
+
+    try:
+        return asyncio.run(asyncio.wait_for(check(), timeout=2))
+    except Exception:  # no database or no tables yet: the server itself will say why
+        return settings.first_superuser_password.get_secret_value() == DEFAULT_SUPERUSER_PASSWORD
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.docs_page import mount_api_docs
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.openai_compat import router as openai_router
@@ -83,6 +84,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         telemetry=None if settings.otel_enabled else _NO_TELEMETRY,
+        docs_url=None,  # FastAPI's pages load from a CDN; mount_api_docs serves local copies
+        redoc_url=None,
     )
     if settings.backend_cors_origins:
         app.add_middleware(
@@ -97,6 +100,7 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     app.include_router(openai_router)
     mount_admin_page(app)
+    mount_api_docs(app)
     if settings.metrics_enabled:
         app.add_route("/metrics", _metrics, include_in_schema=False)
     return app

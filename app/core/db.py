@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import get_settings
+from app.core.loop_shutdown import close_at_loop_shutdown
 
 logger = logging.getLogger("app.core.db")
 
@@ -130,11 +131,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def get_engine() -> AsyncEngine:
-    """The process's engine, created from settings on first use."""
+    """The process's engine, created from settings on first use.
+
+    Created inside a running event loop, it is disposed when that loop shuts down (its
+    connections belong to it), unless `dispose_engine` came first; the next use after that
+    creates a fresh one.
+    """
     global _engine, _sessionmaker
     if _engine is None:
-        _engine = create_engine(get_settings().database_url)
+        engine = _engine = create_engine(get_settings().database_url)
         _sessionmaker = async_sessionmaker(_engine, class_=AsyncSession, expire_on_commit=False)
+
+        async def dispose_if_current() -> None:
+            if _engine is engine:
+                await dispose_engine()
+
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to tie it to
+            close_at_loop_shutdown("database-engine", dispose_if_current)
     return _engine
 
 

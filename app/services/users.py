@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.core.config import Settings
+from app.core.config import DEFAULT_SUPERUSER_PASSWORD, Settings
 from app.core.security import hash_password, verify_password
 from app.models import MAX_EMAIL_LENGTH, ApiKey, User, UserCreate, UserUpdate, utcnow
 from app.services.credential_cache import credential_cache, notify_credentials_changed
@@ -122,3 +122,12 @@ async def ensure_first_superuser(session: AsyncSession, settings: Settings) -> b
         return False
     logger.info("created first admin %s", settings.first_superuser_email)
     return True
+
+
+async def first_admin_has_default_password(session: AsyncSession, settings: Settings) -> bool:
+    """Whether the first admin logs in with the default password (so saying it gives nothing
+    away). Before the admin exists: whether it will be created with it."""
+    admin = await get_user_by_email(session, settings.first_superuser_email)
+    if admin is None:
+        return settings.first_superuser_password.get_secret_value() == DEFAULT_SUPERUSER_PASSWORD
+    return await verify_password(DEFAULT_SUPERUSER_PASSWORD, admin.hashed_password)

@@ -12,6 +12,7 @@ import openai
 from openai import AsyncOpenAI
 
 from app.core.config import get_settings
+from app.core.loop_shutdown import close_at_loop_shutdown
 from app.services.llm.per_loop import PerLoop
 
 HttpTransport = Literal["aiohttp", "httpx"]
@@ -34,7 +35,7 @@ def pooled_client(
     """The shared SDK client for this upstream; connections are reused across calls.
 
     Clients are kept per event loop because their connections belong to the loop that
-    opened them.
+    opened them, and are closed when that loop shuts down (see app.core.loop_shutdown).
     """
     # LLM_MAX_CONCURRENCY is the admission cap per upstream; the pool must not queue behind
     # it (the SDK's default keeps only 100 idle connections: more concurrent calls than that
@@ -58,21 +59,30 @@ def pooled_client(
             ),
         )
         per_loop[key] = client
+        close_at_loop_shutdown(_CLOSE_KEY, close_clients)
     return client
 
 
 Closer = Callable[[], Awaitable[None]]
+_CLOSE_KEY = "llm-clients"
 _closers: PerLoop[dict[tuple[str, ...], Closer]] = PerLoop(dict)
 
 
 def close_with_loop(key: tuple[str, ...], close: Closer) -> None:
     """Have `close_clients` call `close` (a pooled session or client of a provider that is
-    not on the SDK: aiohttp for Ollama, aiobotocore for Bedrock); one closer per `key`."""
+    not on the SDK: aiohttp for Ollama, aiobotocore for Bedrock); one closer per `key`.
+
+    `close_clients` runs by itself when the loop shuts down, if nobody called it before."""
     _closers.get()[key] = close
+    close_at_loop_shutdown(_CLOSE_KEY, close_clients)
 
 
 async def close_clients() -> None:
-    """Close every pooled client of the running loop (at application shutdown)."""
+    """Close every pooled client of the running loop now.
+
+    Not needed at the end of `asyncio.run()`: the loop's shutdown closes them. The app's
+    lifespan and the CLI call it to close them at a moment of their choosing.
+    """
     for client in (_clients.pop() or {}).values():
         await client.close()
     for close in (_closers.pop() or {}).values():
