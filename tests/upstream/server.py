@@ -13,7 +13,8 @@ can be scripted to misbehave, one request at a time::
 
 Scripts are kept in one FIFO queue; each request takes the first script whose route
 matches its own (``"chat"``, ``"models"`` for ``/v1/models``, ``"native_models"`` for
-``/api/v0/models``, ``"any"``). Requests with no script get the default answer.
+LM Studio's own listings ``/api/v0/models`` and ``GET /api/v1/models``, ``"any"``).
+Requests with no script get the default answer.
 
 LM Studio 0.4's native REST API for model management is served too (``GET /api/v1/models``,
 ``POST /api/v1/models/load``, ``POST /api/v1/models/unload``); ``rest_v1=False`` plays an
@@ -121,7 +122,7 @@ def _route_of(path: str) -> str:
         return "chat"
     if path == "/v1/models" or path.startswith("/v1/models/"):
         return "models"
-    if path == "/api/v0/models" or path.startswith("/api/v0/models/"):
+    if path in ("/api/v0/models", "/api/v1/models") or path.startswith("/api/v0/models/"):
         return "native_models"
     return "other"
 
@@ -826,6 +827,7 @@ class StandInServer:
                     "publisher": native["publisher"],
                     "key": model,
                     "display_name": model,
+                    "quantization": {"name": native["quantization"], "bits_per_weight": 4},
                     "loaded_instances": instances,
                     "max_context_length": native["max_context_length"],
                     "format": "gguf",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -35,23 +36,31 @@ class LMStudioWire(OpenAIWire):
         return token.get_secret_value() if token is not None else "lm-studio"
 
     async def list_models(self) -> list[ModelInfo]:
-        """Models with their state from LM Studio's native API, else from `/v1/models`."""
-        native = await self._native_models()
-        return native if native is not None else await super().list_models()
+        """Every downloaded model with its state: from LM Studio's REST API v1 (0.4 and
+        later), else its REST API v0 (0.3.6 and later), else OpenAI's `/v1/models` (older
+        servers and other OpenAI-compatible ones, which list no state)."""
+        for path, read in (("/api/v1/models", _models_v1), ("/api/v0/models", _models_v0)):
+            models = await self._native_models(path, read)
+            if models is not None:
+                return models
+        return await super().list_models()
 
-    async def _native_models(self) -> list[ModelInfo] | None:
+    async def _native_models(
+        self, path: str, read: Callable[[object], list[ModelInfo] | None]
+    ) -> list[ModelInfo] | None:
+        """The listing at `path`, or None when this server does not serve it."""
         root = self.config.base_url.removesuffix("/v1")
         try:
-            body = await self._client().get(f"{root}/api/v0/models", cast_to=object)
+            body = await self._client().get(f"{root}{path}", cast_to=object)
         except openai.APIStatusError as exc:
-            if exc.status_code == 404:
+            if exc.status_code in (404, 405):
                 return None  # an older LM Studio, or another OpenAI-compatible server
             raise self.translate(exc) from exc
         except UPSTREAM_FAILURES as exc:
             raise self.translate(exc) from exc
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            return None
-        return [_model_info(item) for item in body["data"] if isinstance(item, dict)]
+        # LM Studio 0.3 answers paths it lacks with HTTP 200 and {"error": "Unexpected
+        # endpoint or method. ..."}; `read` finds no listing in that, nor in anything else.
+        return read(body)
 
     def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
         """LM Studio's own words for "no model loaded" and "no such model", then the rest."""
@@ -102,17 +111,57 @@ SPEC = ProviderSpec(
 )
 
 
-def _model_info(item: dict[str, Any]) -> ModelInfo:
-    def text(key: str) -> str | None:
-        value = item.get(key)
-        return value if isinstance(value, str) else None
+def _models_v1(body: object) -> list[ModelInfo] | None:
+    """`GET /api/v1/models`: {"models": [{"type", "publisher", "key", "quantization": {"name"},
+    "max_context_length", "loaded_instances": [...], ...}]}."""
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return None
+    found = []
+    for item in models:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            continue
+        quantization = item.get("quantization")
+        found.append(
+            ModelInfo(
+                id=item["key"],
+                type=_text(item, "type"),
+                state="loaded" if item.get("loaded_instances") else "not-loaded",
+                max_context_length=_number(item, "max_context_length"),
+                publisher=_text(item, "publisher"),
+                quantization=_text(quantization, "name")
+                if isinstance(quantization, dict)
+                else None,
+            )
+        )
+    return found
 
-    context = item.get("max_context_length")
-    return ModelInfo(
-        id=str(item.get("id", "")),
-        type=text("type"),
-        state=text("state"),
-        max_context_length=context if isinstance(context, int) else None,
-        publisher=text("publisher"),
-        quantization=text("quantization"),
-    )
+
+def _models_v0(body: object) -> list[ModelInfo] | None:
+    """`GET /api/v0/models`: {"data": [{"id", "type", "state", "max_context_length",
+    "publisher", "quantization"}]}."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [
+        ModelInfo(
+            id=str(item.get("id", "")),
+            type=_text(item, "type"),
+            state=_text(item, "state"),
+            max_context_length=_number(item, "max_context_length"),
+            publisher=_text(item, "publisher"),
+            quantization=_text(item, "quantization"),
+        )
+        for item in data
+        if isinstance(item, dict)
+    ]
+
+
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _number(item: dict[str, Any], key: str) -> int | None:
+    value = item.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -9,13 +9,16 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
+from app.core.config import LLMProvider
 from app.services.llm import (
     LLMConnectionError,
     LLMModelNotFoundError,
     LLMNoModelsError,
     LLMTimeoutError,
     LLMUpstreamError,
+    ModelInfo,
     ProviderService,
+    discovery_service,
     get_llm_service_with_overrides,
 )
 from app.services.llm.protocol import LLMService
@@ -293,3 +296,71 @@ async def test_a_connection_closed_with_no_reply_is_resent_at_once(
     assert await llm.get_response("hi") == "Echo: hi"
     assert "pooled connection was closed; resending" in caplog.text
     assert "llm retry" not in caplog.text
+
+
+# ── discovery: REST API v1, then v0, then OpenAI's /v1/models ────────────────
+
+
+def _listing_paths(server: StandInServer) -> list[str]:
+    return [r.path for r in server.requests if r.method == "GET"]
+
+
+async def test_discovery_reads_the_rest_api_v1_with_not_loaded_models(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    upstream.set_loaded(["mistral-7b-instruct"])
+    models = await discovery_service(LLMProvider.LMSTUDIO).list_models()
+    assert _listing_paths(upstream) == ["/api/v1/models"]
+    by_id = {m.id: m for m in models}
+    assert list(by_id) == ["llama-3.2-3b-instruct", "mistral-7b-instruct", "codellama-7b"]
+    assert by_id["mistral-7b-instruct"] == ModelInfo(
+        id="mistral-7b-instruct",
+        type="llm",
+        state="loaded",
+        max_context_length=131072,
+        publisher="lmstudio-community",
+        quantization="Q4_K_M",
+    )
+    assert by_id["codellama-7b"].state == "not-loaded"
+
+
+async def test_discovery_falls_back_to_v0_when_lm_studio_03_says_unexpected_endpoint(
+    llm_env: LLMEnv,
+) -> None:
+    with StandInServer(rest_v1=False) as old:
+        old.set_loaded(["codellama-7b"])
+        llm_env.set(lmstudio_base_url=old.base_url)
+        models = await discovery_service(LLMProvider.LMSTUDIO).list_models()
+        paths = _listing_paths(old)
+    assert paths == ["/api/v1/models", "/api/v0/models"]
+    assert {m.id: m.state for m in models} == {
+        "llama-3.2-3b-instruct": "not-loaded",
+        "mistral-7b-instruct": "not-loaded",
+        "codellama-7b": "loaded",
+    }
+    assert {m.quantization for m in models} == {"Q4_K_M"}
+
+
+async def test_discovery_falls_back_to_openai_models_without_a_native_api(
+    llm_env: LLMEnv,
+) -> None:
+    with StandInServer(native_api=False, error_style="openai") as plain:
+        llm_env.set(lmstudio_base_url=plain.base_url)
+        models = await discovery_service(LLMProvider.LMSTUDIO).list_models()
+        paths = _listing_paths(plain)
+    assert paths == ["/api/v1/models", "/api/v0/models", "/v1/models"]
+    assert [m.id for m in models] == [
+        "llama-3.2-3b-instruct",
+        "mistral-7b-instruct",
+        "codellama-7b",
+    ]
+    assert {m.state for m in models} == {None}
+
+
+async def test_discovery_reports_a_server_error_of_the_rest_api(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    upstream.fail(500, route="native_models")
+    with pytest.raises(LLMUpstreamError, match="HTTP 500"):
+        await discovery_service(LLMProvider.LMSTUDIO).list_models()
+    assert _listing_paths(upstream) == ["/api/v1/models"]
