@@ -28,9 +28,9 @@ from app.cli_support import (
     spinner,
     stderr,
 )
+from app.core.providers import LLMProvider
 
 if TYPE_CHECKING:
-    from app.core.config import LLMProvider
     from app.services.llm import EffectiveLLMSettings, LLMServiceResult
 
 # Plain help (no rich markup): rendering it with rich would import Markdown and Pygments,
@@ -42,6 +42,7 @@ cli = typer.Typer(
     help="LLM backend: serve the API and manage it from the shell.",
     epilog=EXIT_CODES_HELP,
 )
+PROVIDER_NAMES = ", ".join(LLMProvider)
 cli.add_typer(users_cli, name="users")
 cli.add_typer(keys_cli, name="api-keys")
 
@@ -175,14 +176,14 @@ def create_admin() -> None:
 # ── LLM commands ──────────────────────────────────────────────────────────────────────
 
 
-def _provider(value: str) -> LLMProvider:
+def _provider(value: str, option: str = "--provider") -> LLMProvider:
     """The provider named on the command line; a usage error listing the choices if none."""
     from app.services.llm import LLMConfigurationError, parse_provider
 
     try:
         return parse_provider(value)
     except LLMConfigurationError as exc:
-        raise typer.BadParameter(exc.message, param_hint="'--provider'") from None
+        raise typer.BadParameter(exc.message, param_hint=f"'{option}'") from None
 
 
 @cli.command()
@@ -366,7 +367,32 @@ async def _stream_answer(
 
 @cli.command("settings")
 def llm_settings(
-    provider: Annotated[str | None, typer.Option(help="Switch to this provider")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help=f"Switch to this provider: {PROVIDER_NAMES}")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROVIDER=NAME",
+            help="Save a provider's model (repeatable), e.g. --model ollama=llama3.2",
+        ),
+    ] = None,
+    fallback: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME[,NAME]",
+            help="Save the fallback chain, in order ('' empties it: LLM_FALLBACK_PROVIDERS "
+            "then applies)",
+        ),
+    ] = None,
+    allow_cloud: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME[,NAME]",
+            help="With --fallback: the cloud providers a local one may fall back to "
+            "(prompts then leave this machine)",
+        ),
+    ] = None,
     lmstudio_model: Annotated[str | None, typer.Option(help="Save the LM Studio model")] = None,
     openai_model: Annotated[str | None, typer.Option(help="Save the OpenAI model")] = None,
     json_output: JsonFlag = False,
@@ -374,7 +400,11 @@ def llm_settings(
     """Show the LLM settings, or save them.
 
     Without options, the effective settings; with options, saves them (like PATCH
-    /api/v1/llm-settings)."""
+    /api/v1/llm-settings). Warnings (a model its provider does not offer, a fallback that
+    will be skipped) go to stderr."""
+    changes = _settings_changes(
+        provider, model or [], fallback, allow_cloud, lmstudio_model, openai_model
+    )
 
     async def work() -> None:
         from pydantic import ValidationError
@@ -384,30 +414,72 @@ def llm_settings(
         from app.services.llm import (
             LLMConfigurationError,
             load_effective_settings,
+            model_name_warnings,
             save_llm_settings,
         )
 
-        changes = {
-            key: value
-            for key, value in (
-                ("provider", provider),
-                ("lmstudio_model", lmstudio_model),
-                ("openai_model", openai_model),
-            )
-            if value is not None
-        }
+        warnings: list[str] = []
         if changes:
             try:
                 update = LLMSettingsUpdate.model_validate(changes)
             except ValidationError as exc:
                 raise LLMConfigurationError(first_error(exc)) from None
             async with get_sessionmaker()() as session:
-                effective = await save_llm_settings(session, update, user_id=None)
+                saved = await save_llm_settings(session, update, user_id=None)
+            # Checked after the save, which never waits on them (as PATCH does).
+            named = {
+                _provider(key.removesuffix("_model")): value
+                for key, value in changes.items()
+                if key.endswith("_model") and isinstance(value, str)
+            }
+            effective = saved.effective
+            warnings = saved.warnings + await model_name_warnings(named)
         else:
             effective = await load_effective_settings()
         _print_settings(effective, json_output)
+        for warning in warnings:
+            stderr().print(f"warning: {warning}")
 
     run(work)
+
+
+def _settings_changes(
+    provider: str | None,
+    models: list[str],
+    fallback: str | None,
+    allow_cloud: str | None,
+    lmstudio_model: str | None,
+    openai_model: str | None,
+) -> dict[str, object]:
+    """The PATCH body the `settings` options describe; a usage error for a bad one."""
+    changes: dict[str, object] = {
+        key: value
+        for key, value in (
+            ("lmstudio_model", lmstudio_model),
+            ("openai_model", openai_model),
+        )
+        if value is not None
+    }
+    if provider is not None:
+        changes["provider"] = _provider(provider).value
+    for item in models:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise typer.BadParameter(f"takes PROVIDER=NAME, not '{item}'", param_hint="'--model'")
+        changes[f"{_provider(name, '--model').value}_model"] = value
+    if allow_cloud is not None and fallback is None:
+        raise typer.BadParameter("goes with --fallback", param_hint="'--allow-cloud'")
+    if fallback is not None:
+        cloud = {_provider(name, "--allow-cloud") for name in _names(allow_cloud or "")}
+        chain = [_provider(name, "--fallback") for name in _names(fallback)]
+        changes["fallback_providers"] = [
+            {"provider": name.value, "allow_cloud": name in cloud} for name in chain
+        ]
+    return changes
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
@@ -426,6 +498,11 @@ def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
         return
     rows: list[list[object]] = [["provider", effective.provider.value]]
     rows += [[f"{name.value}_model", model] for name, model in effective.models.items()]
+    chain = [
+        entry.provider.value + (" (cloud allowed)" if entry.allow_cloud else "")
+        for entry in effective.fallbacks
+    ]
+    rows.append(["fallback_providers", ", ".join(chain)])
     print_rows(["setting", "value"], rows, title=f"LLM settings ({effective.source})")
 
 

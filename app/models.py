@@ -194,10 +194,40 @@ ModelName = Annotated[
 ]
 
 
-class LLMSettingsBase(SQLModel):
+class ProviderModels(SQLModel):
+    """Each provider's model, one `<provider>_model` field per provider: the one place they
+    are named for the table and the API (a new provider adds its field here, and a column)."""
+
+    lmstudio_model: ModelName | None = Field(default=None, max_length=200)
+    openai_model: ModelName | None = Field(default=None, max_length=200)
+    openrouter_model: ModelName | None = Field(default=None, max_length=200)
+    ollama_model: ModelName | None = Field(default=None, max_length=200)
+    bedrock_model: ModelName | None = Field(default=None, max_length=200)
+
+
+def _provider_shorthand(value: Any) -> Any:
+    return {"provider": value} if isinstance(value, str) else value
+
+
+class FallbackProvider(SQLModel):
+    """One provider of the fallback chain; it answers with its own configured model."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    provider: LLMProvider
+    allow_cloud: bool = Field(
+        default=False,
+        description="Fall back to this cloud provider even while the primary is local "
+        "(prompts then leave the machine)",
+    )
+
+
+FallbackItem = Annotated[FallbackProvider, BeforeValidator(_provider_shorthand)]
+"""A fallback entry, or a bare provider name as shorthand for one without `allow_cloud`."""
+
+
+class LLMSettingsBase(ProviderModels):
     provider: LLMProvider = Field(sa_type=sa.String(32))
-    lmstudio_model: str | None = Field(default=None, max_length=200)
-    openai_model: str | None = Field(default=None, max_length=200)
 
 
 class LLMSettings(LLMSettingsBase, table=True):
@@ -209,49 +239,73 @@ class LLMSettings(LLMSettingsBase, table=True):
     version: int = Field(default=0)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
     updated_by: uuid.UUID | None = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    # [{"provider": "ollama", "allow_cloud": false}, ...]; empty: the env default applies.
+    fallback_providers: list[dict[str, Any]] = Field(
+        default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
+    )
 
 
-class LLMSettingsCreate(SQLModel):
+class LLMSettingsCreate(ProviderModels):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     provider: LLMProvider
-    lmstudio_model: ModelName | None = None
-    openai_model: ModelName | None = None
+    fallback_providers: list[FallbackItem] = Field(
+        default_factory=list,
+        description="Providers to try, in order, when the active one fails before answering",
+    )
 
 
-class LLMSettingsUpdate(SQLModel):
+class LLMSettingsUpdate(ProviderModels):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     provider: LLMProvider | None = None
-    lmstudio_model: ModelName | None = None
-    openai_model: ModelName | None = None
+    fallback_providers: list[FallbackItem] = Field(
+        default_factory=list,
+        description="Providers to try, in order, when the active one fails before answering; "
+        "empty: LLM_FALLBACK_PROVIDERS",
+    )
 
 
-class LLMSettingsPublic(SQLModel):
+class ProviderPublic(SQLModel):
+    """One provider as the settings show it."""
+
+    provider: LLMProvider
+    display_name: str
+    model: str | None = Field(description="The model it answers with")
+    base_url: str
+    key_set: bool
+    local: bool = Field(description="Runs on the admin's own machines: no data leaves them")
+
+
+class LLMSettingsPublic(ProviderModels):
     provider: LLMProvider
     model: str | None = Field(description="The model the active provider uses now")
-    lmstudio_model: str | None
-    openai_model: str | None
     lmstudio_base_url: str
     openai_base_url: str
     openai_api_key_set: bool
+    fallback_providers: list[FallbackProvider]
+    providers: list[ProviderPublic]
     source: Literal["database", "environment"]
     version: int
     updated_at: datetime | None
+    warnings: list[str] = Field(
+        default=[], description="What the save kept but you may want to fix (saves only)"
+    )
 
 
-class LMStudioModelPublic(SQLModel):
+class ModelPublic(SQLModel):
     id: str
     type: str | None
     state: str | None
     max_context_length: int | None
     publisher: str | None
     quantization: str | None
+    structured_output: bool | None
 
 
-class LMStudioModelsDetail(SQLModel):
-    base_url: str | None = Field(description="LM Studio's address (admins only; else null)")
-    models: list[LMStudioModelPublic]
+class ModelsDetail(SQLModel):
+    base_url: str | None = Field(description="The provider's address (admins only; else null)")
+    models: list[ModelPublic]
     loaded: list[str]
     message: str | None = Field(description="Why nothing can answer yet, when that is so")
 

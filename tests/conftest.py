@@ -54,7 +54,13 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "secret_key": SECRET_KEY,
         "first_superuser_email": ADMIN_EMAIL,
         "first_superuser_password": ADMIN_PASSWORD,
+        # Nothing listens on port 9: no test reaches a real provider (saving a model name
+        # asks its provider whether it offers it).
         "lmstudio_base_url": "http://127.0.0.1:9/v1",
+        "openai_base_url": "http://127.0.0.1:9/v1",
+        "openrouter_base_url": "http://127.0.0.1:9/api/v1",
+        "ollama_base_url": "http://127.0.0.1:9",
+        "bedrock_endpoint_url": "http://127.0.0.1:9",
         "llm_retry_backoff": 0.01,
         **overrides,
     }

@@ -604,3 +604,55 @@ def test_models_in_a_terminal_is_a_table(cli_env: CliEnv, tmp_path: Path) -> Non
     assert "state" in header
     assert "context" in header
     assert any(line.startswith("│ codellama-7b") for line in final.splitlines())
+
+
+# ── settings: any provider's model, the fallback chain ───────────────────────────────
+
+
+def test_settings_saves_any_providers_model_and_a_fallback_chain(cli_env: CliEnv) -> None:
+    cli_env.set(openai_api_key="sk-test", openai_model="gpt-4o-mini", openai_base_url=unused_url())
+    local_only = invoke("settings", "--model", "lmstudio=codellama-7b", "--fallback", "openai")
+    assert local_only.exit_code == 3, local_only.output
+    assert "would send prompts off this machine" in local_only.stderr
+    assert json.loads(invoke("settings", "--json").stdout)["source"] == "environment"
+
+    saved = invoke(
+        "settings", "--model", "lmstudio=nope-7b", "--fallback", "openai",
+        "--allow-cloud", "openai", "--json",
+    )  # fmt: skip
+    assert saved.exit_code == 0, saved.output
+    shown = json.loads(saved.stdout)
+    assert shown["models"]["lmstudio"] == "nope-7b"
+    assert shown["fallbacks"] == [{"provider": "openai", "allow_cloud": True}]
+    assert "warning: lmstudio_model 'nope-7b' was saved, but LM Studio does not offer it" in (
+        saved.stderr
+    )
+    plain = _tsv(invoke("settings").stdout)
+    assert ["fallback_providers", "openai (cloud allowed)"] in plain
+
+    emptied = invoke("settings", "--fallback", "", "--json")
+    assert json.loads(emptied.stdout)["fallbacks"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--model", "skynet=x"], "Unknown LLM provider 'skynet'; choose one of: lmstudio"),
+        (["--model", "lmstudio"], "takes PROVIDER=NAME, not 'lmstudio'"),
+        (["--fallback", "ollama,nope"], "Unknown LLM provider 'nope'"),
+        (["--allow-cloud", "openai"], "goes with --fallback"),
+    ],
+)
+def test_settings_refuses_a_bad_option_before_saving(
+    cli_env: CliEnv, args: list[str], says: str
+) -> None:
+    refused = invoke("settings", *args)
+    assert refused.exit_code == 2
+    assert says in " ".join(refused.output.split())
+    assert json.loads(invoke("settings", "--json").stdout)["source"] == "environment"
+
+
+def test_settings_help_lists_every_provider() -> None:
+    shown = invoke("settings", "--help")
+    names = ", ".join(p.value for p in PROVIDERS)
+    assert f"Switch to this provider: {names}" in " ".join(shown.stdout.split())

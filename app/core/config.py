@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.providers import LLMProvider as LLMProvider  # re-exported: its usual home
 
 DEFAULT_SECRET_KEY = "insecure-local-development-key-change-me"  # noqa: S105
 DEFAULT_SUPERUSER_PASSWORD = "changethis"  # noqa: S105
@@ -34,16 +35,6 @@ def _http_url(value: str) -> str:
 
 BaseURL = Annotated[str, AfterValidator(_http_url)]
 """An http(s) URL without a trailing slash or credentials."""
-
-
-class LLMProvider(StrEnum):
-    """Every LLM provider the service can talk to. Adding one starts here."""
-
-    LMSTUDIO = "lmstudio"
-    OPENAI = "openai"
-    OPENROUTER = "openrouter"
-    OLLAMA = "ollama"
-    BEDROCK = "bedrock"
 
 
 class Settings(BaseSettings):
@@ -111,6 +102,10 @@ class Settings(BaseSettings):
     aws_bearer_token_bedrock: SecretStr | None = None
     bedrock_timeout: int = Field(default=60, ge=1, le=3600)
     bedrock_max_retries: int = Field(default=3, ge=0, le=10)
+    # The fallback chain until an admin saves one: provider names, in order, and those of
+    # them (cloud providers) a local primary may fall back to, which is an explicit opt-in.
+    llm_fallback_providers: Annotated[list[LLMProvider], NoDecode] = []
+    llm_fallback_allow_cloud: Annotated[list[LLMProvider], NoDecode] = []
     llm_retry_backoff: float = Field(default=0.5, ge=0, le=30)
     llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     llm_max_concurrency: int = Field(default=16, ge=1, le=10_000)
@@ -132,6 +127,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("llm_fallback_providers", "llm_fallback_allow_cloud", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip().lower() for name in value.split(",") if name.strip()]
         return value
 
     @field_validator(

@@ -90,3 +90,18 @@ def test_shutdown_drain_must_fit_in_the_grace() -> None:
     assert make().shutdown_drain_seconds == 5
     with pytest.raises(ValidationError, match="SHUTDOWN_DRAIN_SECONDS"):
         make(shutdown_drain_seconds=40, shutdown_grace_seconds=30)
+
+
+def test_fallback_env_lists_are_comma_separated_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_FALLBACK_PROVIDERS", " ollama, OpenAI ,,")
+    monkeypatch.setenv("LLM_FALLBACK_ALLOW_CLOUD", "openai")
+    settings = make()
+    assert settings.llm_fallback_providers == [LLMProvider.OLLAMA, LLMProvider.OPENAI]
+    assert settings.llm_fallback_allow_cloud == [LLMProvider.OPENAI]
+    assert make(llm_fallback_providers="").llm_fallback_providers == []
+
+
+def test_an_unknown_fallback_provider_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_FALLBACK_PROVIDERS", "ollama,skynet")
+    with pytest.raises(ValidationError, match="llm_fallback_providers"):
+        make()

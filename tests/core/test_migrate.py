@@ -35,3 +35,45 @@ async def test_upgrade_to_head_and_downgrade_to_empty(scratch_databases: Scratch
         assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
+
+
+async def test_0005_adds_the_provider_columns_to_an_existing_row(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    url = await scratch_databases.new()
+    engine = create_engine(url)
+    row = (
+        "SELECT openrouter_model, ollama_model, bedrock_model, fallback_providers FROM llmsettings"
+    )
+    try:
+        await upgrade("0004", engine=engine)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO llmsettings (id, provider, lmstudio_model, version, updated_at) "
+                    "VALUES (1, 'lmstudio', 'kept-model', 3, CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade("0005", engine=engine)
+        async with engine.connect() as conn:
+            openrouter, ollama, bedrock, fallbacks = (await conn.execute(sa.text(row))).one()
+            kept = (await conn.execute(sa.text("SELECT lmstudio_model FROM llmsettings"))).one()
+        assert (openrouter, ollama, bedrock) == (None, None, None)
+        # SQLite hands JSON back as its text; PostgreSQL decodes it.
+        assert fallbacks in ([], "[]")
+        assert kept == ("kept-model",)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE llmsettings SET ollama_model = :m"), {"m": "x" * 200}
+            )
+
+        await downgrade("0004", engine=engine)
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in sa.inspect(c).get_columns("llmsettings")}
+            )
+            kept = (await conn.execute(sa.text("SELECT lmstudio_model FROM llmsettings"))).one()
+        assert columns.isdisjoint({"openrouter_model", "ollama_model", "fallback_providers"})
+        assert kept == ("kept-model",)
+    finally:
+        await engine.dispose()

@@ -1,4 +1,4 @@
-"""The admin's LLM settings, and the models LM Studio offers."""
+"""The admin's LLM settings, and the models each provider offers."""
 
 from __future__ import annotations
 
@@ -6,54 +6,107 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.core.config import LLMProvider, Settings
 from app.models import (
+    FallbackProvider,
     LLMSettings,
     LLMSettingsCreate,
     LLMSettingsPublic,
     LLMSettingsUpdate,
     LMStudioLoadRequest,
-    LMStudioModelPublic,
-    LMStudioModelsDetail,
     LMStudioUnloadRequest,
+    ModelPublic,
+    ModelsDetail,
+    ProviderPublic,
 )
 from app.services.llm import (
     NO_MODELS_HINT,
     PROVIDERS,
-    ProviderService,
-    discover_models,
-    lmstudio_service,
-    redact_url,
-)
-from app.services.llm.health import ProviderHealth, check_providers
-from app.services.llm.lmstudio_models import LoadResult, UnloadResult, load_model, unload_model
-from app.services.llm.settings import (
     SINGLETON_ID,
     EffectiveLLMSettings,
+    LLMFallbackSettingsError,
+    LoadResult,
+    ProviderHealth,
+    ProviderService,
+    ProviderSpec,
+    UnloadResult,
+    check_providers,
+    discover_models,
+    discovery_service,
     env_model,
+    lmstudio_service,
     load_effective_settings,
+    load_model,
+    model_name_warnings,
     read_saved_row,
+    redact_url,
     save_llm_settings,
+    unload_model,
 )
 
 router = APIRouter(prefix="/llm-settings", tags=["llm-settings"])
 
 
-def _public(effective: EffectiveLLMSettings, settings: Settings) -> LLMSettingsPublic:
+def _public(
+    effective: EffectiveLLMSettings, settings: Settings, warnings: list[str] | None = None
+) -> LLMSettingsPublic:
+    models = {f"{p.value}_model": effective.model_for(p) for p in LLMProvider}
     return LLMSettingsPublic(
         provider=effective.provider,
         model=effective.model,
-        lmstudio_model=effective.model_for(LLMProvider.LMSTUDIO),
-        openai_model=effective.model_for(LLMProvider.OPENAI),
+        **models,
         lmstudio_base_url=redact_url(settings.lmstudio_base_url),
         openai_base_url=redact_url(settings.openai_base_url),
         openai_api_key_set=settings.openai_api_key is not None,
+        fallback_providers=[
+            FallbackProvider(provider=e.provider, allow_cloud=e.allow_cloud)
+            for e in effective.fallbacks
+        ],
+        providers=[
+            ProviderPublic(
+                provider=provider,
+                display_name=spec.display_name,
+                model=effective.model_for(provider),
+                base_url=spec.base_url(settings),
+                key_set=spec.credentials_set(settings),
+                local=spec.local,
+            )
+            for provider, spec in PROVIDERS.items()
+        ],
         source=effective.source,
         version=effective.version,
         updated_at=effective.updated_at,
+        warnings=warnings or [],
     )
+
+
+async def _save(
+    session: SessionDep,
+    admin: AdminUser,
+    settings: Settings,
+    changes: LLMSettingsUpdate,
+    *,
+    create: bool = False,
+) -> LLMSettingsPublic:
+    try:
+        saved = await save_llm_settings(session, changes, user_id=admin.id, create=create)
+    except LLMFallbackSettingsError as exc:
+        # A 422 in the shape of every other 422: a list of errors, each with where it is.
+        where = ("body", "fallback_providers")
+        raise RequestValidationError(
+            [{"loc": where, "msg": exc.message, "type": exc.kind}]
+        ) from exc
+    # Only the names this request sets are checked, after the save: it never waits on them.
+    named = {
+        provider: model
+        for provider in LLMProvider
+        if isinstance(model := getattr(changes, f"{provider.value}_model"), str)
+    }
+    warnings = saved.warnings + await model_name_warnings(named)
+    return _public(saved.effective, settings, warnings)
 
 
 @router.get("")
@@ -72,25 +125,39 @@ async def create_llm_settings(
             status.HTTP_409_CONFLICT, detail="LLM settings already exist: use PATCH to change them"
         )
     changes = LLMSettingsUpdate.model_validate(body.model_dump(exclude_unset=True))
-    saved = await save_llm_settings(session, changes, user_id=admin.id, create=True)
-    return _public(saved, settings)
+    return await _save(session, admin, settings, changes, create=True)
 
 
 @router.patch("")
 async def update_llm_settings(
     session: SessionDep, admin: AdminUser, settings: SettingsDep, body: LLMSettingsUpdate
 ) -> LLMSettingsPublic:
-    """Change the provider and/or models (admin only); takes effect on the next call."""
-    return _public(await save_llm_settings(session, body, user_id=admin.id), settings)
+    """Change the provider, models and/or fallback chain (admin only); takes effect on the
+    next call. `warnings` lists what was saved but may need fixing: a model its provider does
+    not offer (or could not be asked about), a fallback that will be skipped."""
+    return await _save(session, admin, settings, body)
 
 
-@router.get("/lmstudio/models", response_model=None)
-async def list_lmstudio_models(
+def _available(provider: LLMProvider, where: Literal["path", "query"]) -> ProviderSpec:
+    """The provider's spec; 422 like any bad value for a provider this build lacks."""
+    spec = PROVIDERS.get(provider)
+    if spec is None:
+        choices = ", ".join(f"'{p.value}'" for p in PROVIDERS)
+        error = {"loc": (where, "provider"), "msg": f"Input should be {choices}", "type": "enum"}
+        raise RequestValidationError([error])
+    return spec
+
+
+@router.get("/{provider}/models", response_model=None)
+async def list_provider_models(
+    provider: LLMProvider,
     user: CurrentUser,
-    service: Annotated[ProviderService, Depends(lmstudio_service)],
     detail: Annotated[bool, Query(description="Objects with state and context length")] = False,
-) -> list[str] | LMStudioModelsDetail:
-    """The models LM Studio offers: ids, or with `?detail=true` their type, state and context."""
+) -> list[str] | ModelsDetail:
+    """The models a provider offers: ids, or with `?detail=true` their type, state, context
+    length and structured-output support where the provider says."""
+    spec = _available(provider, "path")
+    service = discovery_service(provider)
     models = await discover_models(service)
     if not detail:
         return [model.id for model in models]
@@ -101,11 +168,14 @@ async def list_lmstudio_models(
     base_url = redact_url(service.base_url) if user.is_superuser else None
     where = f" at {base_url}" if base_url else ""
     message = None
-    if not models or (knows_state and not loaded):
+    if provider is LLMProvider.LMSTUDIO and (not models or (knows_state and not loaded)):
+        # LM Studio answers only with a loaded model (unless just-in-time loading is on).
         message = f"LM Studio{where} has no model loaded: {NO_MODELS_HINT}"
-    return LMStudioModelsDetail(
+    elif not models:
+        message = f"{spec.display_name}{where} offers no models"
+    return ModelsDetail(
         base_url=base_url,
-        models=[LMStudioModelPublic.model_validate(m, from_attributes=True) for m in models],
+        models=[ModelPublic.model_validate(m, from_attributes=True) for m in models],
         loaded=loaded,
         message=message,
     )
@@ -113,10 +183,13 @@ async def list_lmstudio_models(
 
 # ── the admin page's view: fields, health, model management ─────────────────
 
-# Where a provider's models can be listed with their state; others take a typed name.
-DISCOVERY: dict[LLMProvider, str] = {
-    LLMProvider.LMSTUDIO: "/api/v1/llm-settings/lmstudio/models?detail=true",
-}
+
+def _discovery(provider: LLMProvider) -> str | None:
+    """Where the page lists a model's choices: a local provider's (what is downloaded there);
+    a cloud provider's list is long and its names well known, so those are typed."""
+    if not PROVIDERS[provider].local:
+        return None
+    return f"/api/v1/llm-settings/{provider.value}/models?detail=true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +249,7 @@ async def read_setting_fields(
                 source=source,
                 env=f"{spec.env_prefix}_MODEL",
                 provider=provider,
-                discovery=DISCOVERY.get(provider),
+                discovery=_discovery(provider),
             )
         )
     return fields
@@ -192,6 +265,8 @@ async def read_provider_health(
 
     Providers are asked concurrently with a short deadline (admin only).
     """
+    if provider is not None:
+        _available(provider, "query")
     effective = await load_effective_settings()
     return await check_providers(settings, effective, [provider] if provider else None)
 

@@ -26,6 +26,7 @@ from app.services.llm.errors import (
     LLMConfigurationError,
     LLMConnectionError,
     LLMError,
+    LLMFallbackSettingsError,
     LLMInvalidRequestError,
     LLMModelNotFoundError,
     LLMNoModelsError,
@@ -47,8 +48,11 @@ from app.services.llm.health import ProviderHealth, check_providers
 from app.services.llm.json_schema_guard import (
     GuardedSchema,
     UnsafeSchemaError,
+    check_size,
     guard_schema_off_loop,
 )
+from app.services.llm.lmstudio_models import LoadResult, UnloadResult, load_model, unload_model
+from app.services.llm.model_names import model_name_warnings
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
@@ -62,8 +66,13 @@ from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import close_clients, redact_url
 from app.services.llm.providers.lmstudio import NO_MODELS_HINT
 from app.services.llm.settings import (
+    SINGLETON_ID,
     EffectiveLLMSettings,
+    FallbackEntry,
+    SaveResult,
+    env_model,
     load_effective_settings,
+    read_saved_row,
     save_llm_settings,
 )
 from app.services.llm.structured import (
@@ -85,15 +94,18 @@ async def get_llm_service() -> LLMService:
 __all__ = [
     "NO_MODELS_HINT",
     "PROVIDERS",
+    "SINGLETON_ID",
     "BedrockConfig",
     "Capabilities",
     "Completion",
     "EffectiveLLMSettings",
+    "FallbackEntry",
     "FallbackService",
     "GuardedSchema",
     "LLMConfigurationError",
     "LLMConnectionError",
     "LLMError",
+    "LLMFallbackSettingsError",
     "LLMInvalidRequestError",
     "LLMModelNotFoundError",
     "LLMNoModelsError",
@@ -105,6 +117,7 @@ __all__ = [
     "LLMUpstreamError",
     "LLMValidationError",
     "LMStudioConfig",
+    "LoadResult",
     "ModelInfo",
     "OllamaConfig",
     "OpenAIConfig",
@@ -113,17 +126,21 @@ __all__ = [
     "ProviderHealth",
     "ProviderService",
     "ProviderSpec",
+    "SaveResult",
     "StreamChunk",
     "StructuredMode",
     "StructuredResult",
+    "UnloadResult",
     "UnsafeSchemaError",
     "Usage",
     "build_messages",
     "check_providers",
+    "check_size",
     "clear_discovery_cache",
     "close_clients",
     "discover_models",
     "discovery_service",
+    "env_model",
     "generate_structured",
     "generate_structured_json",
     "get_llm_service",
@@ -131,8 +148,12 @@ __all__ = [
     "guard_schema_off_loop",
     "lmstudio_service",
     "load_effective_settings",
+    "load_model",
+    "model_name_warnings",
     "parse_provider",
+    "read_saved_row",
     "redact_url",
     "save_llm_settings",
+    "unload_model",
     "with_fallback",
 ]

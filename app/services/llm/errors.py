@@ -42,6 +42,14 @@ class LLMConfigurationError(LLMError):
     kind = "llm_configuration_error"
 
 
+class LLMFallbackSettingsError(LLMConfigurationError):
+    """A fallback chain that cannot be saved: an unknown, repeated or unusable provider, or a
+    cloud provider behind a local one without the admin's opt-in."""
+
+    status_code = 422
+    kind = "llm_fallback_settings_error"
+
+
 class LLMInvalidRequestError(LLMError):
     """The caller's request cannot be sent as it is (e.g. text that is not valid Unicode)."""
 

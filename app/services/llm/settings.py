@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -34,7 +36,11 @@ from app.core.db import get_sessionmaker
 from app.models import LLMSettings, LLMSettingsUpdate, utcnow
 from app.services.credential_cache import NOTIFY_CHANNEL as CREDENTIALS_CHANNEL
 from app.services.credential_cache import credential_cache, on_credentials_notify
-from app.services.llm.errors import LLMConfigurationError, LLMSettingsUnavailableError
+from app.services.llm.errors import (
+    LLMConfigurationError,
+    LLMFallbackSettingsError,
+    LLMSettingsUnavailableError,
+)
 from app.services.llm.per_loop import PerLoop
 from app.services.llm.providers import PROVIDERS
 
@@ -63,6 +69,8 @@ class SavedSettings:
     models: dict[LLMProvider, str | None]
     version: int
     updated_at: datetime | None
+    fallbacks: tuple[FallbackEntry, ...] = ()
+    """Empty: the env default (LLM_FALLBACK_PROVIDERS) applies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +101,47 @@ def env_model(settings: Settings, provider: LLMProvider) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def env_fallbacks(settings: Settings) -> tuple[FallbackEntry, ...]:
+    """LLM_FALLBACK_PROVIDERS (repeats dropped), each opted in to cloud fallback when
+    LLM_FALLBACK_ALLOW_CLOUD names it."""
+    opted_in = set(settings.llm_fallback_allow_cloud)
+    names = dict.fromkeys(settings.llm_fallback_providers)
+    return tuple(FallbackEntry(provider, provider in opted_in) for provider in names)
+
+
 def combine(saved: SavedSettings | None, settings: Settings) -> EffectiveLLMSettings:
     """Overlay the saved row on the env defaults."""
     defaults = {provider: env_model(settings, provider) for provider in LLMProvider}
+    fallbacks = (saved.fallbacks if saved is not None else ()) or env_fallbacks(settings)
     if saved is None:
-        return EffectiveLLMSettings(settings.llm_provider, defaults, "environment", 0, None)
-    models = {p: saved.models.get(p) or defaults[p] for p in LLMProvider}
-    return EffectiveLLMSettings(saved.provider, models, "database", saved.version, saved.updated_at)
+        effective = EffectiveLLMSettings(settings.llm_provider, defaults, "environment", 0, None)
+    else:
+        models = {p: saved.models.get(p) or defaults[p] for p in LLMProvider}
+        effective = EffectiveLLMSettings(
+            saved.provider, models, "database", saved.version, saved.updated_at
+        )
+    # The active provider is never its own fallback; one this build lacks is never tried.
+    chain = tuple(
+        e for e in fallbacks if e.provider != effective.provider and e.provider in PROVIDERS
+    )
+    return dataclasses.replace(effective, fallbacks=chain)
+
+
+def _fallbacks_from_row(value: object) -> tuple[FallbackEntry, ...]:
+    entries = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        try:
+            provider = LLMProvider(str(item.get("provider")))
+        except ValueError:
+            continue  # saved by a version that knew a provider this one does not
+        entries.append(FallbackEntry(provider, item.get("allow_cloud") is True))
+    return tuple(entries)
+
+
+def _fallbacks_for_row(entries: Sequence[FallbackEntry]) -> list[dict[str, Any]]:
+    return [{"provider": e.provider.value, "allow_cloud": e.allow_cloud} for e in entries]
 
 
 def _snapshot(row: LLMSettings | None) -> SavedSettings | None:
@@ -113,7 +155,8 @@ def _snapshot(row: LLMSettings | None) -> SavedSettings | None:
             "PATCH /api/v1/llm-settings with a supported provider"
         ) from exc
     models = {p: getattr(row, f"{p.value}_model", None) for p in LLMProvider}
-    return SavedSettings(provider, models, row.version, row.updated_at)
+    fallbacks = _fallbacks_from_row(row.fallback_providers)
+    return SavedSettings(provider, models, row.version, row.updated_at, fallbacks)
 
 
 class _Cache:
@@ -231,23 +274,41 @@ async def read_saved_row(session: AsyncSession) -> LLMSettings | None:
     return result.first()
 
 
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What a save made effective, and what it kept that the admin may want to fix."""
+
+    effective: EffectiveLLMSettings
+    warnings: list[str]
+
+
 async def save_llm_settings(
     session: AsyncSession,
     changes: LLMSettingsUpdate,
     *,
     user_id: uuid.UUID | None,
     create: bool = False,
-) -> EffectiveLLMSettings:
+) -> SaveResult:
     """Apply `changes` (creating the row if absent) and make every worker see them.
 
     One statement writes: an insert that, when the row exists, updates it instead (INSERT
     ... ON CONFLICT DO UPDATE, bumping `version` in the database), so concurrent first saves
     serialise on the row instead of failing. With `create=True` (POST) an existing row is an
-    IntegrityError (409). The merged row is then checked: LLMConfigurationError, with nothing
-    saved, when the active provider would be left without a model.
+    IntegrityError (409). The merged row is then checked, with nothing saved on failure:
+    LLMConfigurationError when the active provider would be left without a model,
+    LLMFallbackSettingsError (422) for a fallback chain that cannot work. The active
+    provider is dropped from the saved chain (a warning says so); problems of a chain this
+    save did not set are warnings, never a refusal.
     """
     settings = get_settings()
     values = changes.model_dump(exclude_unset=True)
+    requested: tuple[FallbackEntry, ...] | None = None
+    if "fallback_providers" in values:
+        requested = tuple(
+            FallbackEntry(e.provider, e.allow_cloud) for e in changes.fallback_providers
+        )
+        check_fallback_list(requested)
+        values["fallback_providers"] = _fallbacks_for_row(requested)
     now = utcnow()
     fresh = LLMSettings(id=SINGLETON_ID, provider=settings.llm_provider, version=1)
     fresh.sqlmodel_update({**values, "updated_at": now, "updated_by": user_id})
@@ -264,11 +325,30 @@ async def save_llm_settings(
     row = LLMSettings(**result.mappings().one())
     saved = _snapshot(row)
     assert saved is not None
+    warnings: list[str] = []
     try:
         check_usable(combine(saved, settings), saved.provider, settings)
+        if any(e.provider == saved.provider for e in saved.fallbacks):
+            # Never refused: the seed's `{"provider": ..., "<provider>_model": ...}` must save.
+            kept = tuple(e for e in saved.fallbacks if e.provider != saved.provider)
+            await session.exec(
+                update(table)
+                .where(table.c.id == SINGLETON_ID)
+                .values(fallback_providers=_fallbacks_for_row(kept))
+            )
+            saved = dataclasses.replace(saved, fallbacks=kept)
+            warnings.append(
+                f"{PROVIDERS[saved.provider].display_name} is the active provider, so it was "
+                "removed from fallback_providers"
+            )
+        effective = combine(saved, settings)
+        warnings += check_fallback_chain(effective, settings, strict=bool(requested))
     except LLMConfigurationError:
         await session.rollback()
         raise
+    if requested is not None and not requested and effective.fallbacks:
+        names = ", ".join(e.provider.value for e in effective.fallbacks)
+        warnings.append(f"fallback_providers is empty, so LLM_FALLBACK_PROVIDERS applies: {names}")
     if dialect == "postgresql":
         # Delivered to every listening worker when (and only if) this transaction commits.
         await session.exec(  # type: ignore[call-overload]
@@ -277,14 +357,20 @@ async def save_llm_settings(
         )
     await session.commit()
     invalidate_cache()
-    return combine(saved, settings)
+    return SaveResult(effective, warnings)
 
 
 def check_usable(
     effective: EffectiveLLMSettings, provider: LLMProvider, settings: Settings
 ) -> None:
     """Raise LLMConfigurationError naming what to set if `provider` cannot be used."""
-    spec = PROVIDERS[provider]
+    spec = PROVIDERS.get(provider)
+    if spec is None:
+        choices = ", ".join(p.value for p in PROVIDERS)
+        raise LLMConfigurationError(
+            f"The {provider.value} provider is not available in this build; choose one of: "
+            f"{choices}"
+        )
     if effective.model_for(provider) is None:
         raise LLMConfigurationError(
             f"{spec.display_name} model must be provided when switching to the "
@@ -292,6 +378,60 @@ def check_usable(
             f"{spec.env_prefix}_MODEL"
         )
     spec.check(settings)
+
+
+def check_fallback_list(entries: Sequence[FallbackEntry]) -> None:
+    """Raise LLMFallbackSettingsError for a chain naming a provider this build lacks, naming
+    one twice, or longer than every provider but the active one."""
+    unknown = [e.provider.value for e in entries if e.provider not in PROVIDERS]
+    if unknown:
+        choices = ", ".join(p.value for p in PROVIDERS)
+        raise LLMFallbackSettingsError(
+            f"fallback_providers: unknown provider {', '.join(unknown)}; choose from: {choices}"
+        )
+    names = [e.provider.value for e in entries]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise LLMFallbackSettingsError(
+            f"fallback_providers: {', '.join(repeated)} is listed more than once; "
+            "list each provider at most once"
+        )
+    most = len(PROVIDERS) - 1
+    if len(entries) > most:
+        raise LLMFallbackSettingsError(
+            f"fallback_providers: at most {most} providers (every provider but the active "
+            f"one), not {len(entries)}"
+        )
+
+
+def check_fallback_chain(
+    effective: EffectiveLLMSettings, settings: Settings, *, strict: bool
+) -> list[str]:
+    """What keeps a provider of the effective chain from being a fallback: no model
+    configured for it, its credentials unset, or a cloud provider behind a local one without
+    `allow_cloud`. With `strict` (the save set the chain) LLMFallbackSettingsError names
+    them all; else they are returned as warnings (at runtime such a provider is skipped)."""
+    primary = PROVIDERS[effective.provider]
+    problems = []
+    for entry in effective.fallbacks:
+        spec = PROVIDERS[entry.provider]
+        name = entry.provider.value
+        if effective.model_for(entry.provider) is None:
+            problems.append(
+                f"{spec.display_name} has no model configured: send `{name}_model`, or set "
+                f"{spec.env_prefix}_MODEL"
+            )
+        if (missing := spec.missing_credentials(settings)) is not None:
+            problems.append(f"{spec.display_name}: {missing}")
+        if primary.local and not spec.local and not entry.allow_cloud:
+            problems.append(
+                f"falling back from {primary.display_name} (local) to {spec.display_name} "
+                "(cloud) would send prompts off this machine; to allow it, send "
+                f'{{"provider": "{name}", "allow_cloud": true}}'
+            )
+    if strict and problems:
+        raise LLMFallbackSettingsError("fallback_providers: " + "; ".join(problems))
+    return [f"fallback_providers: {p}; it is skipped as a fallback until then" for p in problems]
 
 
 class SettingsWatcher:
