@@ -2,13 +2,16 @@
 
 Any OpenAI client (the official SDK included) can point its base URL at `<service>/v1` and
 use a personal API key as its key. `model` may be omitted or "default" (the admin's
-settings), "<provider>/<model>", or a bare model name for the configured provider. Errors
-come in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+settings); a name whose first segment (before the first "/") is a provider's names that
+provider, and the rest is its model id (`openai/gpt-4o` is OpenAI's gpt-4o,
+`openrouter/openai/gpt-4o` OpenRouter's `openai/gpt-4o`); any other name is a model of the
+configured provider. Errors come in OpenAI's shape: `{"error": {"message", "type", "param",
+"code"}}`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,16 +30,17 @@ from app.api.streaming import sse_response
 from app.core.config import LLMProvider
 from app.models import ModelName
 from app.services.llm import (
+    PROVIDERS,
+    LLMError,
     LLMServiceResult,
     StreamChunk,
     Usage,
+    check_size,
     discover_models,
+    discovery_service,
     get_llm_service_with_overrides,
-    lmstudio_service,
+    load_effective_settings,
 )
-from app.services.llm.errors import LLMError
-from app.services.llm.json_schema_guard import check_size
-from app.services.llm.settings import load_effective_settings
 
 PREFIX = "/v1"
 router = APIRouter(
@@ -135,12 +139,19 @@ def is_facade(request: Request) -> bool:
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
 
 
+PROVIDER_NAMES = frozenset(p.value for p in PROVIDERS)
+# How long `GET /v1/models` waits for the active provider's listing.
+LIST_DEADLINE = 3.0
+
+
 async def _resolve(name: str | None) -> LLMServiceResult:
+    """The one rule for a requested model name (see the module's docstring)."""
     if name is None or name == "default":
         return await get_llm_service_with_overrides()
-    provider, _, model = name.partition("/")
-    if model and provider in {p.value for p in LLMProvider}:
-        return await get_llm_service_with_overrides(provider, model)
+    first, slash, rest = name.partition("/")
+    if slash and first in PROVIDER_NAMES:
+        # "lmstudio/" (nothing after the provider) is that provider's configured model.
+        return await get_llm_service_with_overrides(first, rest or None)
     return await get_llm_service_with_overrides(None, name)
 
 
@@ -168,20 +179,45 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 
 
 @router.get("/models")
-async def list_models() -> dict[str, Any]:
-    """`default`, LM Studio's models as `lmstudio/<id>`, then each provider's configured model."""
-    ids = ["default"]
-    with contextlib.suppress(LLMError):  # LM Studio down: still list what is configured
-        ids += [f"lmstudio/{m.id}" for m in await discover_models(await lmstudio_service())]
+async def list_models(request: Request) -> dict[str, Any]:
+    """`default`, the active provider's models as `<provider>/<id>`, then each provider's
+    configured model.
+
+    When the active provider cannot list its models, the answer is still 200 with what is
+    configured, and `provider_errors` says why the rest is missing. Clients read this list
+    as a catalogue to pick from: most (the official SDKs' `models.list()`, chat front ends
+    that probe it when a connection is added) treat a non-200 as "this server is broken"
+    and offer nothing, although `default` may still be answered (by a fallback provider,
+    or once the provider is back). OpenAI's SDKs keep fields they do not know, so the
+    extra one costs them nothing.
+    """
     effective = await load_effective_settings()
-    ids += [f"{p.value}/{m}" for p in LLMProvider if (m := effective.model_for(p))]
-    return {
+    active = effective.provider
+    ids = ["default"]
+    errors: list[dict[str, str]] = []
+    try:
+        async with asyncio.timeout(LIST_DEADLINE):
+            found = await discover_models(discovery_service(active))
+        ids += [f"{active.value}/{m.id}" for m in found]
+    except (LLMError, TimeoutError) as exc:
+        if isinstance(exc, LLMError):
+            message, kind = exc.message_for(admin=caller_is_admin(request)), exc.kind
+        else:
+            name = PROVIDERS[active].display_name
+            message = f"{name} did not list its models within {LIST_DEADLINE:g} s"
+            kind = "llm_timeout_error"
+        errors.append({"provider": active.value, "message": message, "type": kind})
+    ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
+    body: dict[str, Any] = {
         "object": "list",
         "data": [
             {"id": i, "object": "model", "created": 0, "owned_by": i.partition("/")[0]}
             for i in dict.fromkeys(ids)
         ],
     }
+    if errors:
+        body["provider_errors"] = errors
+    return body
 
 
 @router.post("/chat/completions", response_model=None)
@@ -223,7 +259,7 @@ async def chat_completions(
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": model_name,
+            "model": _answered_by(completion.provider, completion.model) or model_name,
             "choices": [
                 {
                     "index": 0,
@@ -247,6 +283,9 @@ async def chat_completions(
         return ServerSentEvent(orjson.dumps({**frame, "choices": choices, **extra}).decode())
 
     def render(chunk: StreamChunk) -> Iterator[ServerSentEvent]:
+        # Only the last chunk says who answered (a fallback provider, the upstream's own
+        # name for the model): the closing events carry it.
+        frame["model"] = _answered_by(chunk.provider, chunk.model) or frame["model"]
         if chunk.text:
             yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
         if chunk.finish_reason is not None:
@@ -269,6 +308,11 @@ async def chat_completions(
         closing=[ServerSentEvent("[DONE]")],
         sep="\n",
     )
+
+
+def _answered_by(provider: str, model: str) -> str | None:
+    """`<provider>/<model>` as the service reports who answered, when it says."""
+    return f"{provider}/{model}" if provider and model else None
 
 
 def facade_error_response(request: Request, exc: Exception) -> JSONResponse | None:
