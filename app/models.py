@@ -222,7 +222,10 @@ class FallbackProvider(SQLModel):
     )
 
 
-FallbackItem = Annotated[FallbackProvider, BeforeValidator(_provider_shorthand)]
+FallbackItem = Annotated[
+    FallbackProvider,
+    BeforeValidator(_provider_shorthand, json_schema_input_type=LLMProvider | FallbackProvider),
+]
 """A fallback entry, or a bare provider name as shorthand for one without `allow_cloud`."""
 
 
