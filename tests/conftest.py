@@ -32,6 +32,10 @@ from app.services.llm.settings import invalidate_cache
 from app.services.llm.structured import forget_modes
 from tests.upstream import StandInServer
 
+# Bedrock's credential chain would otherwise ask the instance metadata service (an address
+# off this machine) whenever a test lists Bedrock's models or checks a saved model name.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import LLMEnv, UserFactory
 from tests.upstream import StandInServer, unused_url
+from tests.upstream.openrouter_server import OpenRouterStandIn
 
 MODEL = "llama-3.2-3b-instruct"
 KEY = "sk-test-0123456789"
@@ -80,6 +81,21 @@ async def test_one_rule_for_model_names(
     assert reached.chat_requests[-1].json["model"] == upstream_model
     other = openai_upstream if provider == "lmstudio" else upstream
     assert other.chat_requests == []
+
+
+async def test_openrouters_own_slash_names_take_its_prefix(
+    sdk: openai.AsyncOpenAI, llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    with OpenRouterStandIn(api_key="sk-or-test") as openrouter:
+        llm_env.set(
+            lmstudio_model=MODEL,
+            openrouter_api_key="sk-or-test",
+            openrouter_base_url=openrouter.base_url,
+        )
+        reply = await sdk.chat.completions.create(model="openrouter/openai/gpt-4o", messages=HELLO)
+        sent = openrouter.chat_requests[-1].json["model"]
+    assert (reply.model, sent) == ("openrouter/openai/gpt-4o", "openai/gpt-4o")
+    assert upstream.chat_requests == []
 
 
 async def test_an_omitted_model_means_the_settings(

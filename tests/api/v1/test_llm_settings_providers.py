@@ -15,6 +15,8 @@ from app.services.llm import PROVIDERS, FallbackEntry, load_effective_settings
 from app.services.llm import model_names as model_names_module
 from tests.conftest import LLMEnv, UserFactory
 from tests.upstream import DEFAULT_MODELS, StandInServer, unused_url
+from tests.upstream.ollama_server import OllamaStandIn
+from tests.upstream.openrouter_server import OpenRouterStandIn
 
 Headers = dict[str, str]
 SETTINGS = "/api/v1/llm-settings"
@@ -98,7 +100,8 @@ async def test_post_takes_the_new_fields_and_a_fallback_chain(
     saved = response.json()
     assert saved["ollama_model"] == "llama3.2"
     assert saved["fallback_providers"] == [{"provider": "openai", "allow_cloud": True}]
-    assert saved["warnings"] == []
+    [warning] = saved["warnings"]  # nothing listens at the test's OLLAMA_BASE_URL
+    assert warning.startswith("ollama_model 'llama3.2' was saved, but Ollama could not be asked")
 
 
 async def test_get_lists_every_provider_without_secrets(
@@ -194,6 +197,21 @@ async def test_a_cloud_model_is_checked_against_its_listing(
     unknown = await patch(client, admin_headers, openai_model="gpt-5-imaginary")
     [warning] = unknown.json()["warnings"]
     assert "OpenAI does not offer it" in warning
+
+
+async def test_an_ollama_name_without_a_tag_is_its_latest(
+    client: httpx.AsyncClient, llm_env: LLMEnv, admin_headers: Headers
+) -> None:
+    with OllamaStandIn(models={"llama3.2:latest": 131072, "qwen3:0.6b": 40960}) as ollama:
+        llm_env.set(lmstudio_model=MODEL, ollama_base_url=ollama.base_url)
+        tagless = await patch(client, admin_headers, ollama_model="llama3.2")
+        unknown = await patch(client, admin_headers, ollama_model="llama3.3")
+        listed = await client.get("/api/v1/llm-settings/ollama/models", headers=admin_headers)
+    assert tagless.json()["warnings"] == []
+    [warning] = unknown.json()["warnings"]
+    assert "Ollama does not offer it" in warning
+    assert "llama3.2:latest" in warning
+    assert listed.json() == ["llama3.2:latest", "qwen3:0.6b"]
 
 
 # ── the fallback chain ───────────────────────────────────────────────────────
@@ -364,6 +382,18 @@ async def test_openai_discovery_through_the_stand_in(
     as_admin = (await client.get(f"{url}?detail=true", headers=admin_headers)).json()
     assert as_admin["base_url"] == openai_upstream.base_url
     assert openai_upstream.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_openrouter_discovery_says_which_models_do_structured_output(
+    client: httpx.AsyncClient, llm_env: LLMEnv, make_user: UserFactory
+) -> None:
+    user = await make_user()
+    with OpenRouterStandIn(api_key="sk-or-test") as openrouter:
+        llm_env.set(openrouter_api_key="sk-or-test", openrouter_base_url=openrouter.base_url)
+        url = "/api/v1/llm-settings/openrouter/models?detail=true"
+        body = (await client.get(url, headers=user.headers)).json()
+    support = {m["id"]: m["structured_output"] for m in body["models"]}
+    assert support == {"openai/gpt-4o": True, "meta-llama/llama-3.1-8b-instruct": False}
 
 
 async def test_discovery_of_an_unconfigured_provider_says_what_to_set(
