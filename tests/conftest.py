@@ -294,3 +294,32 @@ async def make_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) ->
         return AppUser(response.json()["id"], email, password, headers)
 
     return make
+
+
+# ── one backend for tests of upstream behaviour ──────────────────────────────
+
+# These files test how LLM calls behave (faults, retries, the structured ladder), which does
+# not depend on the database backend: they run once, to keep `make test` under ten minutes.
+# The API's fault files run on PostgreSQL (whose pool is the one that can leak a
+# checked-out connection); the service-level ones on SQLite.
+ONE_BACKEND = {
+    "test_lmstudio.py": "sqlite",
+    "test_openai.py": "sqlite",
+    "test_structured.py": "sqlite",
+    "test_llm_request_rules.py": "postgres",
+    "test_openai_compat_faults.py": "postgres",
+    "test_llm_faults.py": "postgres",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the other backend's copies of the `ONE_BACKEND` files."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("scratch_databases") if params else None
+        wanted = ONE_BACKEND.get(item.path.name)
+        (drop if wanted is not None and backend not in (None, wanted) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -27,6 +27,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import app.core.config as config_module
+import app.core.db as db_module
 from app.cli import cli
 from app.core.config import Settings, set_settings
 from app.core.db import dispose_engine, get_sessionmaker
@@ -106,6 +107,10 @@ def cli_env(
 ) -> Iterator[CliEnv]:
     for name in set(os.environ) - set(_without_provider_env()):
         monkeypatch.delenv(name)
+    # The CLI runs as in a process of its own: the session's engine (its connections belong
+    # to the test session's event loop) is set aside, and back afterwards.
+    monkeypatch.setattr(db_module, "_engine", None)
+    monkeypatch.setattr(db_module, "_sessionmaker", None)
     previous = config_module._settings
     env = CliEnv(f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}", upstream)
     env.set()
