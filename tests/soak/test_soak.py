@@ -31,7 +31,9 @@ def test_short_soak_keeps_its_invariants(tmp_path: Path) -> None:
     assert results["patches"] >= 5
     assert results["patches_visible"], (results["patch_versions"], results["final_settings"])
     assert results["streams_in_flight_after"] == 0
-    # Pooled keep-alive connections may stay open, but never more than one per client.
-    assert results["upstream_connections_after"] <= CLIENTS
+    # Pooled keep-alive connections may stay open, but never more than one per client: the
+    # CLIENTS callers, plus the admin whose settings saves ask the upstream for its models
+    # (to warn about a model it does not offer).
+    assert results["upstream_connections_after"] <= CLIENTS + 1
     if results["database"] == "postgresql":
         assert results["db_connections_after"] <= 15  # SQLAlchemy's pool: 5 + 10 overflow
