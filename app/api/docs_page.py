@@ -24,7 +24,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.web_page import WithHeaders
 
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 ASSETS_URL = "/docs-assets"
@@ -70,21 +71,6 @@ def _page(html_and_policy: tuple[str, str]) -> HTMLResponse:
         "Cache-Control": "no-cache",
     }
     return HTMLResponse(html, headers=headers)
-
-
-class _AssetHeaders:
-    """ASGI wrapper adding nosniff and revalidation to every response of `app`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_ASSET_HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def mount_api_docs(app: FastAPI) -> None:
@@ -141,7 +127,11 @@ def mount_api_docs(app: FastAPI) -> None:
     app.add_api_route(DOCS_URL, docs, include_in_schema=False)
     app.add_api_route(OAUTH2_REDIRECT_URL, oauth2_redirect, include_in_schema=False)
     app.add_api_route(REDOC_URL, redoc, include_in_schema=False)
-    app.mount(ASSETS_URL, _AssetHeaders(StaticFiles(directory=ASSETS_DIR)), name="docs-assets")
+    app.mount(
+        ASSETS_URL,
+        WithHeaders(StaticFiles(directory=ASSETS_DIR), _ASSET_HEADERS),
+        name="docs-assets",
+    )
 
 
 def _text(body: bytes | memoryview) -> str:

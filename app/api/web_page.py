@@ -37,16 +37,18 @@ _HEADERS = [
 ]
 
 
-class _PageHeaders:
-    """ASGI wrapper adding the page's security headers to every response of `app`."""
+class WithHeaders:
+    """ASGI wrapper adding `headers` to every response of `app` (static files, which set
+    none of their own security headers)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -62,4 +64,6 @@ def mount_admin_page(app: FastAPI, directory: Path = WEB_DIR) -> None:
 
     app.add_api_route("/", to_page, include_in_schema=False)
     app.add_api_route("/admin", to_page, include_in_schema=False)
-    app.mount("/admin", _PageHeaders(StaticFiles(directory=directory, html=True)), name="admin")
+    app.mount(
+        "/admin", WithHeaders(StaticFiles(directory=directory, html=True), _HEADERS), name="admin"
+    )
