@@ -116,15 +116,18 @@ class UserUpdate(SQLModel):
 
     @model_validator(mode="after")
     def _required_columns_are_not_null(self) -> UserUpdate:
-        # Omitting a field leaves it as it is; an explicit null cannot be stored.
-        nulls = [
-            name
-            for name in ("email", "is_active", "is_superuser")
-            if name in self.model_fields_set and getattr(self, name) is None
-        ]
-        if nulls:
-            raise ValueError(f"{', '.join(nulls)} cannot be null: omit it to leave it unchanged")
+        refuse_explicit_nulls(self, ("email", "is_active", "is_superuser"))
         return self
+
+
+def refuse_explicit_nulls(update: SQLModel, names: tuple[str, ...]) -> None:
+    """Omitting a field of an update leaves it as it is; an explicit null for a NOT NULL
+    column cannot be stored, so it is refused (a 422) rather than failing the save."""
+    nulls = [
+        name for name in names if name in update.model_fields_set and getattr(update, name) is None
+    ]
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)} cannot be null: omit it to leave it unchanged")
 
 
 class UpdatePassword(SQLModel):
@@ -267,6 +270,11 @@ class LLMSettingsUpdate(ProviderModels):
         description="Providers to try, in order, when the active one fails before answering; "
         "empty: LLM_FALLBACK_PROVIDERS",
     )
+
+    @model_validator(mode="after")
+    def _provider_is_not_null(self) -> LLMSettingsUpdate:
+        refuse_explicit_nulls(self, ("provider",))
+        return self
 
 
 class ProviderPublic(SQLModel):

@@ -423,3 +423,13 @@ async def test_lm_studio_detail_names_structured_output_and_quantization(
     assert body["models"][0]["quantization"] == "Q4_K_M"
     assert body["models"][0]["structured_output"] is None
     assert [r.path for r in upstream.requests] == ["/api/v1/models"]
+
+
+async def test_an_explicit_null_provider_is_422_and_saves_nothing(
+    client: httpx.AsyncClient, openai_env: OpenAIEnv, admin_headers: Headers
+) -> None:
+    # Found by hand: it used to reach the NOT NULL column and answer 409 "conflicts".
+    response = await patch(client, admin_headers, provider=None)
+    assert response.status_code == 422, response.text
+    assert "provider cannot be null" in response.text
+    assert (await client.get(SETTINGS, headers=admin_headers)).json()["source"] == "environment"
