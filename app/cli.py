@@ -79,6 +79,7 @@ def serve(
         reload=reload,
         log_level="info",
         access_log=access_log,
+        ws="none",  # no WebSocket route: the websockets library would only take memory
         # The one place that decides who the client is: uvicorn takes it from
         # X-Forwarded-For only when the peer is a proxy listed here; the app (access log,
         # login throttling) uses request.client as given.
@@ -96,7 +97,9 @@ def _say_where_to_go(host: str, port: int) -> None:
     settings = get_settings()
     default_login = settings.environment != "production" and _admin_has_default_password()
     for line in where_to_go(host, port, settings.first_superuser_email, default_login):
-        stderr().print(line)
+        # Plain text, not the rich console: this process goes on to serve, and rich would
+        # stay resident in it (~3 MiB) for these two lines.
+        typer.echo(line, err=True)
 
 
 def where_to_go(host: str, port: int, admin_email: str, default_login: bool) -> list[str]:

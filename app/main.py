@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from app.api.v1 import api_router
 from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
+from app.core.heap import settle_after_startup
 from app.services.llm import close_clients
 from app.services.llm.settings import SettingsWatcher
 from app.services.users import ensure_first_superuser
@@ -47,11 +47,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watcher = SettingsWatcher(settings.database_url)
         watcher.start()
     drain_on_sigterm(settings.shutdown_drain_seconds)
-    # Everything loaded so far (framework, SDK types, models) lives as long as the process;
-    # frozen, the cyclic GC stops rescanning it: full collections under load otherwise
-    # stalled every request in flight for ~200 ms on the benchmark machine.
-    gc.collect()
-    gc.freeze()
+    settle_after_startup()
     try:
         yield
     finally:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -19,6 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import get_settings
 from app.core.loop_shutdown import close_at_loop_shutdown
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.dialects.postgresql import Insert as PostgreSQLInsert
+    from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 
 logger = logging.getLogger("app.core.db")
 
@@ -75,9 +80,16 @@ def _connect_failure(exc: Exception) -> str:
         return f"no answer within {CONNECT_TIMEOUT} s"
     if isinstance(exc, OSError):
         return f"cannot connect ({exc.strerror or type(exc).__name__})"
-    if isinstance(exc, asyncpg.PostgresError | sqlite3.Error):
+    if isinstance(exc, sqlite3.Error) or _is_postgres_error(exc):
         return _first_line(exc)
     return f"cannot connect ({type(exc).__name__})"
+
+
+def _is_postgres_error(exc: Exception) -> bool:
+    # asyncpg is imported by SQLAlchemy's PostgreSQL driver when a URL needs it; a worker on
+    # SQLite never loads it (~3 MiB), and then no error can be one of its.
+    asyncpg = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(exc, asyncpg.PostgresError)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -128,6 +140,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def upsert_insert(dialect: str) -> Callable[[Table], PostgreSQLInsert | SQLiteInsert]:
+    """`insert` of the dialect named `dialect` (one with ON CONFLICT: PostgreSQL or SQLite).
+
+    Imported on first use: a worker on SQLite never loads PostgreSQL's dialect (~6 MiB).
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def get_engine() -> AsyncEngine:

@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import Settings
+from app.core.db import upsert_insert
 from app.models import MAX_EMAIL_LENGTH, LoginThrottle
 
 PRUNE_INTERVAL = 60.0  # seconds between two prunes by one worker
@@ -89,10 +89,9 @@ def client_key(host: str | None) -> str:
 
 def _take_ticket(dialect: str, key: str, now: float, window: float) -> sa.Insert:
     table = LoginThrottle.__table__  # type: ignore[attr-defined]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     ended = table.c.window_ends_at <= now
     return (
-        insert(table)
+        upsert_insert(dialect)(table)
         .values(key=key, attempts=1, window_ends_at=now + window)
         .on_conflict_do_update(
             index_elements=[table.c.key],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.core.db import create_engine
-from app.core.migrate import current_revision, downgrade, head_revision, upgrade
+from app.core.migrate import downgrade, upgrade
+from app.core.schema_revisions import current_revision, head_revision
 from tests.conftest import ScratchDatabases
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from functools import cache
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.shutdown import draining
-from app.core.migrate import current_revision, head_revision, known_revisions
+from app.core.schema_revisions import current_revision, head_revision, known_revisions
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -18,16 +17,6 @@ router = APIRouter(prefix="/health", tags=["health"])
 async def health() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
-
-
-@cache
-def _expected_revision() -> str | None:
-    return head_revision()
-
-
-@cache
-def _known_revisions() -> frozenset[str]:
-    return known_revisions()
 
 
 @router.get("/ready", response_model=None)
@@ -42,8 +31,8 @@ async def ready() -> dict[str, str] | JSONResponse:
     except Exception as exc:  # any driver error means "not ready"
         reason = f"database unreachable ({type(exc).__name__})"
         return JSONResponse(status_code=503, content={"detail": reason})
-    expected = _expected_revision()
-    if revision is not None and revision != expected and revision not in _known_revisions():
+    expected = head_revision()
+    if revision is not None and revision != expected and revision not in known_revisions():
         # A newer release has migrated ahead (a rolling update): its migrations keep the
         # schema usable by the release before, so this one stays in service until replaced.
         return {"status": "ready", "database": "ok", "schema": f"{revision} (newer)"}

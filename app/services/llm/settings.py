@@ -20,19 +20,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import LLMProvider, Settings, get_settings
-from app.core.db import get_sessionmaker
+from app.core.db import get_sessionmaker, upsert_insert
 from app.models import LLMSettings, LLMSettingsUpdate, utcnow
 from app.services.credential_cache import NOTIFY_CHANNEL as CREDENTIALS_CHANNEL
 from app.services.credential_cache import credential_cache, on_credentials_notify
@@ -43,6 +39,10 @@ from app.services.llm.errors import (
 )
 from app.services.llm.per_loop import PerLoop
 from app.services.llm.providers import PROVIDERS
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger("app.services.llm")
 
@@ -314,8 +314,7 @@ async def save_llm_settings(
     fresh.sqlmodel_update({**values, "updated_at": now, "updated_by": user_id})
     table = LLMSettings.metadata.tables[str(LLMSettings.__tablename__)]
     dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(table).values(fresh.model_dump())
+    statement = upsert_insert(dialect)(table).values(fresh.model_dump())
     if not create:
         bump = {"version": table.c.version + 1, "updated_at": now, "updated_by": user_id}
         statement = statement.on_conflict_do_update(
@@ -467,6 +466,8 @@ class SettingsWatcher:
         _cache.listening = False
 
     async def _run(self) -> None:
+        import asyncpg  # only a worker on PostgreSQL gets here
+
         while True:
             lost = asyncio.Event()
             try:

@@ -35,7 +35,7 @@ async def set_schema_revision(revision: str) -> None:
 async def test_ready_while_a_newer_release_has_migrated_ahead(client: httpx.AsyncClient) -> None:
     """A rolling update migrates before the old pods are gone: they stay ready; a database
     behind the code is not ready."""
-    from app.core.migrate import head_revision
+    from app.core.schema_revisions import head_revision
 
     head = head_revision()
     assert head is not None
