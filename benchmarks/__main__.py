@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, then `benchmarks/RESULTS.md` and the plot.
 
 python -m benchmarks            # the full run (about 12 minutes on 2 cores)
-python -m benchmarks --quick    # a few seconds per part, to check the machinery
+python -m benchmarks --quick    # a few seconds per part; prints the tables, writes no report
 python -m benchmarks serving    # only the serving section (workers, servers, propagation)
 """
 
@@ -37,16 +37,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = latency.Plan(with_litellm=not args.skip_litellm)
     if args.quick:
         plan = latency.Plan(
-            levels=(1, 50), duration=0.5, warmup=0.2, held_streams=100, with_litellm=False
+            levels=(1, 50),
+            duration=0.5,
+            warmup=0.2,
+            held_streams=100,
+            with_litellm=False,
+            knee_levels=(1, 4, 16, 50),
+            knee_duration=0.3,
         )
     OUT.mkdir(exist_ok=True)
     result = latency.run(plan)
     (OUT / "latency.json").write_text(json.dumps(result))
-    structured_md = None
+    if args.quick:
+        for table in (report.targets, report.non_stream_table, report.knee_table):
+            print(table(result), end="\n\n")
+        print(report.stream_table(result), report.memory_table(result), sep="\n\n")
+    structured_md = structured = None
     if not args.skip_structured and not args.quick:
         from benchmarks import structured_quality
 
-        structured_md = structured_quality.to_markdown(structured_quality.run())
+        structured = structured_quality.run()
+        structured_md = structured_quality.to_markdown(structured)
         print(structured_md)
     profile_md = None
     if not args.quick:
@@ -64,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         serving_md = serving.to_markdown(serving_result)
         print(serving_md)
     if not args.quick:
-        path = report.write(result, structured_md, profile_md, serving_md=serving_md)
+        path = report.write(
+            result, structured_md, profile_md, serving_md=serving_md, structured=structured
+        )
         print(f"wrote {path} and {path.parent / 'latency.png'}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 0

@@ -53,6 +53,17 @@ class Plan:
     warmup: float = 0.5
     held_streams: int = HELD_STREAMS
     with_litellm: bool = True
+    # The knee: the facade and direct at rising concurrency, briefly, to find where
+    # throughput stops growing and requests start to queue.
+    knee_levels: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 50)
+    knee_duration: float = 1.0
+    request_timeout: float = 30.0  # seconds; a request without an answer by then failed
+    # One client completes only 2.5 streams a second: its stream runs last this many times
+    # `duration`, for enough samples.
+    one_client_stream_factor: float = 3.0
+    sdk_levels: tuple[int, ...] = (1, 50)  # the SDK alone, at these levels
+    warm_streams: int = 3  # streams per target before measuring (requests: 20)
+    hold_seconds: float = 3.0  # how long the held streams stay open
 
 
 def run_load(
@@ -67,6 +78,7 @@ def run_load(
     command = [sys.executable, "-m", "benchmarks.loadgen", "--url", target_url]
     command += ["--body", json.dumps(body), "--concurrency", str(concurrency)]
     command += ["--duration", str(plan.duration), "--warmup", str(plan.warmup)]
+    command += ["--timeout", str(plan.request_timeout)]
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
     if stream:
@@ -86,11 +98,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(record: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """Percentiles, throughput and errors of one run (raw samples kept for the plot)."""
+    """Percentiles, throughput and failures of one run (raw samples kept for the plot).
+
+    `requests` counts completed requests only; `failed` every request of the window that
+    did not complete: errors (timeouts among them) and requests unfinished all along.
+    """
     latencies: list[float] = record["latencies_ms"]
     summary: dict[str, Any] = {
         "requests": len(latencies),
         "errors": record["errors"],
+        "timeouts": record.get("timeouts", 0),
+        "unfinished": record.get("unfinished", 0),
+        "failed": record["errors"] + record.get("unfinished", 0),
         "error_samples": record["error_samples"],
         "rps": len(latencies) / record["elapsed_s"] if record["elapsed_s"] else 0.0,
         "p50": percentile(latencies, 50),
@@ -135,12 +154,12 @@ def rss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def warm(target: Target, requests: int = 20) -> None:
+def warm(target: Target, requests: int = 20, streams: int = 3) -> None:
     """A few requests of each kind so lazy imports and pools are not measured."""
     with httpx.Client(headers=target.headers, timeout=60) as client:
         for _ in range(requests):
             client.post(target.url, json=target.body).raise_for_status()
-        for _ in range(3):
+        for _ in range(streams):
             with client.stream("POST", target.stream_url, json=target.stream_body) as reply:
                 reply.raise_for_status()
                 for _ in reply.iter_bytes():
@@ -224,7 +243,7 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
             {**CHAT_BODY, "stream": True},
         )
         for target in [*all_targets, httpx_target]:
-            warm(target)
+            warm(target, streams=plan.warm_streams)
         result["memory"]["idle_mib"] = {"ours": rss_mib(ours.pid)}
         if litellm is not None:
             result["memory"]["idle_mib"]["litellm"] = rss_mib(litellm.pid)
@@ -235,7 +254,8 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                     run_load(target.url, target.headers, target.body, level, plan), stream=False
                 )
                 log(_line("non-stream", level, target.name, row[target.name]))
-        for level in plan.levels[:2]:
+        result["knee"] = knee_sweep(plan, all_targets[0], all_targets[1], log)
+        for level in plan.sdk_levels:
             for transport, call in (
                 ("aiohttp", "create"),
                 ("httpx", "create"),
@@ -246,8 +266,11 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                 log(f"sdk alone  c={level:<4} {transport:<8}{call:<6} {floor['rps']:8.0f} calls/s")
         for level in plan.levels:
             row = result["stream"][str(level)] = {}
-            # One client completes only 2.5 streams a second: run it longer for enough samples.
-            stream_plan = replace(plan, duration=plan.duration * 3) if level == 1 else plan
+            stream_plan = (
+                replace(plan, duration=plan.duration * plan.one_client_stream_factor)
+                if level == 1
+                else plan
+            )
             for target in [*all_targets, httpx_target]:
                 row[target.name] = summarize(
                     run_load(
@@ -268,6 +291,53 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
     return result
 
 
+def knee_sweep(plan: Plan, direct: Target, facade: Target, log: Any) -> dict[str, Any]:
+    """Direct and the facade at each of `plan.knee_levels` clients, briefly; and the knee."""
+    short = replace(plan, duration=plan.knee_duration, warmup=min(plan.warmup, 0.3))
+    levels: dict[str, dict[str, Any]] = {}
+    for level in plan.knee_levels:
+        row = levels[str(level)] = {}
+        for target in (direct, facade):
+            record = run_load(target.url, target.headers, target.body, level, short)
+            summary = summarize(record, stream=False)
+            summary.pop("samples")
+            row[target.name] = summary
+            log(_line("knee", level, target.name, summary))
+    return {"levels": levels, **find_knee(levels)}
+
+
+KNEE_SHARE = 0.9  # the knee: the fewest clients reaching this share of the best throughput
+
+
+def find_knee(levels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where the facade's throughput stops growing, and its added p99 below that.
+
+    The knee is the fewest clients at which the facade reaches `KNEE_SHARE` of the best
+    throughput of the sweep: more clients than that only queue. *Below saturation* is the
+    level before the knee (the knee itself when it is the first level: one client never
+    queues). Added p99 is the facade's p99 minus direct's at the same concurrency.
+    """
+    usable = {
+        int(level): row
+        for level, row in levels.items()
+        if row["facade"]["requests"] and row["direct"]["requests"]
+    }
+    if not usable:
+        return {"knee": None, "below": None, "knee_rps": 0.0, "added_p99_below": None}
+    best = max(row["facade"]["rps"] for row in usable.values())
+    ordered = sorted(usable)
+    knee = next(level for level in ordered if usable[level]["facade"]["rps"] >= KNEE_SHARE * best)
+    below = max((level for level in ordered if level < knee), default=knee)
+    row = usable[below]
+    return {
+        "knee": knee,
+        "below": below,
+        "knee_rps": usable[knee]["facade"]["rps"],
+        "best_rps": best,
+        "added_p99_below": row["facade"]["p99"] - row["direct"]["p99"],
+    }
+
+
 def held_streams(plan: Plan, log: Any) -> dict[str, Any]:
     """RSS while `plan.held_streams` streams are open at once through each gateway.
 
@@ -285,15 +355,20 @@ def held_streams(plan: Plan, log: Any) -> dict[str, Any]:
                     if isinstance(gateway, Gateway)
                     else f"{gateway.base_url}/chat/completions"
                 )
-                found[name] = _hold(url, gateway.headers, gateway.pid, plan.held_streams)
+                found[name] = _hold(
+                    url, gateway.headers, gateway.pid, plan.held_streams, plan.hold_seconds
+                )
                 log(f"held streams  {name:<12} {found[name]}")
     return found
 
 
-def _hold(url: str, headers: dict[str, str], pid: int, streams: int) -> dict[str, Any]:
+def _hold(
+    url: str, headers: dict[str, str], pid: int, streams: int, seconds: float
+) -> dict[str, Any]:
     idle = rss_mib(pid)
     command = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--hold", str(streams)]
-    command += ["--hold-seconds", "3", "--body", json.dumps({**CHAT_BODY, "stream": True})]
+    command += ["--hold-seconds", str(seconds)]
+    command += ["--body", json.dumps({**CHAT_BODY, "stream": True})]
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -301,7 +376,7 @@ def _hold(url: str, headers: dict[str, str], pid: int, streams: int) -> dict[str
     peak = idle
     ready_line = process.stdout.readline()
     started = time.monotonic()
-    while time.monotonic() - started < 2.5:  # sample while every stream is open
+    while time.monotonic() - started < seconds - 0.5:  # sample while every stream is open
         peak = max(peak, rss_mib(pid))
         time.sleep(0.1)
     process.wait(timeout=120)
@@ -319,7 +394,8 @@ def _hold(url: str, headers: dict[str, str], pid: int, streams: int) -> dict[str
 def _line(kind: str, level: int, name: str, summary: dict[str, Any]) -> str:
     text = (
         f"{kind:<10} c={level:<4} {name:<13} {summary['rps']:8.0f} req/s  p50 {summary['p50']:8.2f}"
-        f"  p99 {summary['p99']:8.2f} ms  errors {summary['errors']}"
+        f"  p99 {summary['p99']:8.2f} ms  failed {summary['failed']}"
+        f" ({summary['timeouts']} timeouts, {summary['unfinished']} unfinished)"
     )
     if "ttft_p50" in summary:
         text += f"  ttft p50 {summary['ttft_p50']:.2f} ms  jitter {summary['jitter']:.2f} ms"

@@ -8,7 +8,14 @@ arrival time of every token are recorded. `--hold N` opens N streams at once, pr
 `--hold-seconds`, then closes them (used to measure memory with many open streams).
 
 A chunk counts as a token when its line contains the upstream's token text (`tok `), so the
-same rule works for every gateway's event format.
+same rule works for every gateway's event format. A stream is complete when it ends with
+`data: [DONE]` (OpenAI's format) or `event: done` (`/api/v1/llm/stream`); one that ends
+without, or carries an error event, is a failure.
+
+Nothing is left out silently: every request started in the measured window ends as a
+latency, an error or a timeout (`--timeout` seconds per request), and a request that was
+already in flight when the window opened and still was when it closed counts as
+`unfinished`: a target that completes nothing shows its failures, never an empty row.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import aiohttp
 import uvloop
 
 TOKEN_MARK = b"tok "
+END_MARKS = (b"data: [DONE]", b"event: done")
+ERROR_MARKS = (b"event: error", b'data: {"error"')
 
 
 @dataclass
@@ -37,12 +46,15 @@ class Record:
     ttft_ms: list[float] = field(default_factory=list)
     gaps_ms: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
-    errors: int = 0
+    errors: int = 0  # every failure: HTTP errors, broken streams, timeouts
+    timeouts: int = 0  # of which: no complete answer within --timeout
+    unfinished: int = 0  # in flight for the whole window (started before it, ended after)
     error_samples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, timeout: bool = False) -> None:
         self.errors += 1
+        self.timeouts += timeout
         if len(self.error_samples) < 5:
             self.error_samples.append(message[:300])
 
@@ -64,19 +76,28 @@ async def _one(
                     record.latencies_ms.append((time.perf_counter() - started) * 1000)
                 return
             arrivals: list[float] = []
+            ended = failed = False
             async for line in response.content:
-                if TOKEN_MARK in line and line.startswith(b"data"):
+                if line.startswith(ERROR_MARKS):
+                    failed = True
+                elif line.startswith(END_MARKS):
+                    ended = True
+                elif TOKEN_MARK in line and line.startswith(b"data"):
                     arrivals.append(time.perf_counter())
             if record is None:
                 return
-            if not arrivals:
-                record.error("stream ended without a token")
+            if failed or not ended or not arrivals:
+                what = "an error event" if failed else "no end" if arrivals else "no token"
+                record.error(f"stream with {len(arrivals)} tokens and {what}")
                 return
             record.latencies_ms.append((time.perf_counter() - started) * 1000)
             record.ttft_ms.append((arrivals[0] - started) * 1000)
             record.gaps_ms.extend((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
             record.tokens.append(len(arrivals))
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except TimeoutError:
+        if record is not None:
+            record.error("TimeoutError: no complete answer in time", timeout=True)
+    except (aiohttp.ClientError, OSError) as exc:
         if record is not None:
             record.error(f"{type(exc).__name__}: {exc}")
 
@@ -89,11 +110,12 @@ async def closed_loop(
     duration: float,
     warmup: float,
     stream: bool,
+    request_timeout: float = 30.0,
 ) -> Record:
     """Run `concurrency` sequential senders; return what was recorded after the warm-up."""
     record = Record()
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False, ttl_dns_cache=None)
-    timeout = aiohttp.ClientTimeout(total=60)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
     async with aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=timeout, skip_auto_headers=["User-Agent"]
     ) as session:
@@ -108,9 +130,11 @@ async def closed_loop(
                 if measuring and not measured_start:
                     measured_start.append(time.perf_counter())
                 await _one(session, url, body, stream, record if measuring else None)
+                if not measuring and loop.time() >= stop_at:
+                    record.unfinished += 1  # a warm-up request that outlasted the window
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        record.elapsed_s = time.perf_counter() - measured_start[0] if measured_start else 0.0
+        record.elapsed_s = time.perf_counter() - measured_start[0] if measured_start else duration
     return record
 
 
@@ -179,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--hold", type=int, default=0, help="open this many streams at once")
     parser.add_argument("--hold-seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
@@ -190,7 +215,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     record = uvloop.run(
         closed_loop(
-            args.url, headers, body, args.concurrency, args.duration, args.warmup, args.stream
+            args.url,
+            headers,
+            body,
+            args.concurrency,
+            args.duration,
+            args.warmup,
+            args.stream,
+            args.timeout,
         )
     )
     json.dump(record.__dict__, sys.stdout)

@@ -26,13 +26,14 @@ ADMIN_EMAIL = "bench@example.com"
 ADMIN_PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway database in a temp dir
 
 
-# LOG_EVERYTHING=1 sends every logger (the SDK's, aiohttp's, ...) to stderr at DEBUG, not
-# only the app's: the log test reads all of it.
-_MIGRATE_AND_SERVE = (
+# `python -m app serve` on {port}, access log off. LOG_EVERYTHING=1 sends every logger (the
+# SDK's, aiohttp's, ...) to stderr at DEBUG, not only the app's: the log test reads all of it.
+# Migrations run before, in a process of their own, as in production: Alembic loaded into
+# the serving process would count in its memory.
+_SERVE = (
     "import logging, os\n"
     "if os.environ.get('LOG_EVERYTHING'): logging.basicConfig(level=logging.DEBUG)\n"
-    "from app.cli import migrate, serve\n"
-    "migrate()\n"
+    "from app.cli import serve\n"
     "serve(port={port}, access_log=False)"
 )
 
@@ -151,18 +152,14 @@ class Gateway:
     def __enter__(self) -> Self:
         env = self.env()
         python = [sys.executable, "-m", "app"]
+        subprocess.run(
+            [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
+        )
         if self.serve is not None:
-            subprocess.run(
-                [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
-            )
             serve = [part.format(port=self.port) for part in self.serve]
         elif self.root == ROOT:
-            # This checkout: migrate and serve in one interpreter (one start-up, not three).
-            serve = [sys.executable, "-c", _MIGRATE_AND_SERVE.format(port=self.port)]
+            serve = [sys.executable, "-c", _SERVE.format(port=self.port)]
         else:
-            subprocess.run(
-                [*python, "migrate"], cwd=self.root, env=env, check=True, capture_output=True
-            )
             serve = [*python, "serve", "--port", str(self.port)]
             if (
                 "--access-log"

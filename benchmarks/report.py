@@ -50,11 +50,29 @@ def _targets(row: dict[str, Any]) -> list[str]:
     return [name for name in ORDER if name in row]
 
 
+def failed(cell: dict[str, Any]) -> str:
+    """The requests of a run that did not complete, and why (errors include timeouts)."""
+    count = cell.get("failed", cell["errors"])
+    parts = [
+        f"{cell[key]} {label}"
+        for key, label in (("timeouts", "timed out"), ("unfinished", "unfinished"))
+        if cell.get(key)
+    ]
+    return f"**{count}** ({', '.join(parts)})" if parts else f"**{count}**" if count else "0"
+
+
+def rate(cell: dict[str, Any], digits: int = 0) -> str:
+    """Completed requests per second; a run where none completed says so."""
+    if not cell["requests"]:
+        return "**none completed**"
+    return f"{cell['rps']:.{digits}f}"
+
+
 def non_stream_table(result: dict[str, Any]) -> str:
     """Latency, added latency over direct, throughput and errors per level and target."""
     lines = [
         "| clients | target | p50 ms | p95 ms | p99 ms | added p50 ms | added p99 ms "
-        "| req/s | errors |",
+        "| req/s | failed |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level, row in result["non_stream"].items():
@@ -65,7 +83,7 @@ def non_stream_table(result: dict[str, Any]) -> str:
             added99 = "" if name == "direct" else _ms(cell["p99"] - floor["p99"])
             lines.append(
                 f"| {level} | {LABELS[name]} | {_ms(cell['p50'])} | {_ms(cell['p95'])} | "
-                f"{_ms(cell['p99'])} | {added} | {added99} | {cell['rps']:.0f} | {cell['errors']} |"
+                f"{_ms(cell['p99'])} | {added} | {added99} | {rate(cell)} | {failed(cell)} |"
             )
     return "\n".join(lines)
 
@@ -74,7 +92,7 @@ def stream_table(result: dict[str, Any]) -> str:
     """Time to first token, per-chunk cost and jitter per level and target."""
     lines = [
         "| clients | target | TTFT p50 ms | added TTFT p50 ms | TTFT p99 ms | added per chunk ms "
-        "| gap p99 ms | jitter (stdev of gaps) ms | streams/s | errors |",
+        "| gap p99 ms | jitter (stdev of gaps) ms | streams/s | failed |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level, row in result["stream"].items():
@@ -84,11 +102,13 @@ def stream_table(result: dict[str, Any]) -> str:
             chunks = max(cell.get("tokens_min") or 1, 2) - 1
             after_first = (cell["p50"] - cell["ttft_p50"]) - (floor["p50"] - floor["ttft_p50"])
             added_ttft = "" if name == "direct" else _ms(cell["ttft_p50"] - floor["ttft_p50"])
-            per_chunk = "" if name == "direct" else f"{after_first / chunks:.3f}"
+            per_chunk = (
+                "" if name == "direct" or math.isnan(after_first) else f"{after_first / chunks:.3f}"
+            )
             lines.append(
                 f"| {level} | {LABELS[name]} | {_ms(cell['ttft_p50'])} | {added_ttft} | "
                 f"{_ms(cell['ttft_p99'])} | {per_chunk} | {_ms(cell['gap_p99'])} | "
-                f"{_ms(cell['jitter'])} | {cell['rps']:.1f} | {cell['errors']} |"
+                f"{_ms(cell['jitter'])} | {rate(cell, 1)} | {failed(cell)} |"
             )
     return "\n".join(lines)
 
@@ -98,7 +118,12 @@ def ratios(result: dict[str, Any]) -> list[str]:
     found: list[str] = []
     rows = result["non_stream"]
     for level, row in rows.items():
-        if "litellm" in row and row["litellm"]["rps"]:
+        if "litellm" in row and not row["litellm"]["requests"]:
+            found.append(
+                f"{level} clients: LiteLLM completed no request ({failed(row['litellm'])} "
+                "failed); no ratio"
+            )
+        if "litellm" in row and row["litellm"]["requests"]:
             found.append(
                 f"{level} clients: facade throughput {row['facade']['rps']:.0f} req/s = "
                 f"**{row['facade']['rps'] / row['litellm']['rps']:.1f} x** LiteLLM's "
@@ -158,54 +183,160 @@ def memory_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
+def _verdict(ok: bool | None) -> str:
+    return "**not measured**" if ok is None else "met" if ok else "**not met**"
 
 
-def targets(result: dict[str, Any]) -> str:
-    """The issue's targets for one worker, each with this run's figure and a verdict."""
-    rows = ["| target | this run | verdict |", "|---|---|---|"]
+def _completed(row: dict[str, Any], *names: str) -> bool:
+    return all(name in row and row[name]["requests"] for name in names)
 
-    def add(name: str, figure: str, ok: bool) -> None:
+
+def knee_line(result: dict[str, Any]) -> str:
+    """Where throughput stops growing, in a sentence."""
+    knee = result.get("knee")
+    if not knee or knee.get("knee") is None:
+        return "no knee: the sweep completed no request"
+    return (
+        f"knee at {_clients(knee['knee'])} ({knee['knee_rps']:.0f} req/s, >= "
+        f"{100 * KNEE_SHARE:.0f} % of the sweep's best {knee['best_rps']:.0f}); added p99 "
+        f"{knee['added_p99_below']:.2f} ms at {_clients(knee['below'])}"
+    )
+
+
+def _clients(count: int) -> str:
+    return f"{count} client" if count == 1 else f"{count} clients"
+
+
+def knee_table(result: dict[str, Any]) -> str:
+    """The facade and direct at rising concurrency (the sweep that finds the knee)."""
+    lines = [
+        "| clients | direct req/s | facade req/s | direct p99 ms | facade p99 ms "
+        "| added p50 ms | added p99 ms | failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level, row in result.get("knee", {}).get("levels", {}).items():
+        direct, facade = row["direct"], row["facade"]
+        lines.append(
+            f"| {level} | {rate(direct)} | {rate(facade)} | {_ms(direct['p99'])} "
+            f"| {_ms(facade['p99'])} | {_ms(facade['p50'] - direct['p50'])} "
+            f"| {_ms(facade['p99'] - direct['p99'])} | {failed(facade)} |"
+        )
+    return "\n".join(lines)
+
+
+def structured_target(structured: dict[str, Any] | None) -> tuple[str, bool | None]:
+    """This run's share of valid structured replies (ours, every model) and the verdict."""
+    if structured is None:
+        return "not run (--skip-structured or --quick)", None
+    runs = structured.get("models") or [structured]  # one report, or one per model
+    figures, verdicts = [], []
+    for run in runs:
+        share = run.get("verdict", {}).get("ours_valid_share")
+        model = run.get("settings", {}).get("model", "?")
+        if share is None:
+            figures.append(f"{model}: no figure")
+            verdicts.append(None)
+            continue
+        figures.append(f"{model}: {100 * share:.1f} %")
+        verdicts.append(share >= STRUCTURED_VALID)
+    ok = None if None in verdicts else all(verdicts)
+    return "; ".join(figures), ok
+
+
+STRUCTURED_VALID = 0.99
+KNEE_SHARE = 0.9  # as benchmarks.latency.KNEE_SHARE (not imported: report runs without it)
+
+
+def targets(result: dict[str, Any], structured: dict[str, Any] | None = None) -> str:
+    """Every goal of the issue for one worker, each with this run's figure and a verdict.
+
+    A goal whose figure this run could not produce (a target that completed nothing, a part
+    skipped) is **not measured**, never met.
+    """
+    rows = ["| goal | this run | verdict |", "|---|---|---|"]
+
+    def add(name: str, figure: str, ok: bool | None) -> None:
         rows.append(f"| {name} | {figure} | {_verdict(ok)} |")
 
+    def none_completed(row: dict[str, Any], *names: str) -> str:
+        if not row:
+            return "level not in this run"
+        return "; ".join(
+            f"{LABELS[name]} completed none ({failed(row[name])} failed)"
+            if name in row
+            else f"{LABELS[name]} not run"
+            for name in names
+            if not _completed(row, name)
+        )
+
     non_stream = result["non_stream"]
-    if "1" in non_stream:
-        row = non_stream["1"]
+    row = non_stream.get("1", {})
+    name = "sequential added latency p50 <= 0.5 ms"
+    if _completed(row, "facade", "direct"):
         added = row["facade"]["p50"] - row["direct"]["p50"]
-        add("sequential added latency p50 <= 0.5 ms", f"{added:.2f} ms", added <= 0.5)
-    if "50" in non_stream:
-        row = non_stream["50"]
-        added50 = row["facade"]["p50"] - row["direct"]["p50"]
-        added99 = row["facade"]["p99"] - row["direct"]["p99"]
-        add("50 clients: added p50 < 1 ms", f"{added50:.2f} ms", added50 < 1)
-        add("50 clients: added p99 < 5 ms", f"{added99:.2f} ms", added99 < 5)
+        add(name, f"{added:.2f} ms", added <= 0.5)
+    else:
+        add(name, none_completed(row, "facade", "direct"), None)
+    row = non_stream.get("50", {})
+    if _completed(row, "facade"):
         rps = row["facade"]["rps"]
         add("50 clients: >= 2,000 req/s", f"{rps:.0f} req/s", rps >= 2000)
-        if "litellm" in row and row["litellm"]["rps"]:
-            times = rps / row["litellm"]["rps"]
-            add("50 clients: >= 20x LiteLLM's req/s", f"{times:.1f}x", times >= 20)
+    else:
+        add(
+            "50 clients: >= 2,000 req/s",
+            none_completed(row, "facade"),
+            None,
+        )
+    name = "50 clients: >= 20x LiteLLM's req/s"
+    if _completed(row, "facade", "litellm"):
+        times = row["facade"]["rps"] / row["litellm"]["rps"]
+        add(name, f"{times:.1f}x ({row['litellm']['rps']:.0f} req/s)", times >= 20)
+    elif "litellm" not in row:
+        add(name, "LiteLLM not run (--skip-litellm)", None)
+    else:
+        add(name, none_completed(row, "facade", "litellm"), None)
+    name = "added p99 < 5 ms below saturation; the knee"
+    knee = result.get("knee")
+    if knee and knee.get("knee") is not None:
+        at50 = ""
+        if _completed(row, "facade", "direct"):
+            at50 = f"; at 50 clients {row['facade']['p99'] - row['direct']['p99']:.2f} ms"
+        add(name, knee_line(result) + at50, knee["added_p99_below"] < 5)
+    else:
+        add(name, knee_line(result) if knee else "no knee sweep", None)
     stream = result["stream"]
-    if "1" in stream:
-        row = stream["1"]
+    row = stream.get("1", {})
+    name = "streams: added time to first token p50 < 2 ms"
+    if _completed(row, "facade", "direct"):
         ttft = row["facade"]["ttft_p50"] - row["direct"]["ttft_p50"]
-        add("streams: added time to first token p50 < 2 ms", f"{ttft:.2f} ms", ttft < 2)
+        add(name, f"{ttft:.2f} ms", ttft < 2)
         chunks = max(row["facade"]["tokens_min"], 2) - 1
         after = (row["facade"]["p50"] - row["facade"]["ttft_p50"]) - (
             row["direct"]["p50"] - row["direct"]["ttft_p50"]
         )
         add("streams: < 0.05 ms added per chunk", f"{after / chunks:.3f} ms", after / chunks < 0.05)
+    else:
+        add(name, none_completed(row, "facade", "direct"), None)
     memory = result["memory"]
-    idle = memory["idle_mib"]["ours"]
-    add("RSS idle < 100 MiB", f"{idle:.0f} MiB", idle < 100)
+    idle = memory.get("idle_mib", {}).get("ours")
+    if idle is None:
+        add("RSS idle < 100 MiB", "not measured", None)
+    else:
+        add("RSS idle < 100 MiB", f"{idle:.0f} MiB", idle < 100)
     held = memory.get("held_streams", {}).get("ours")
+    streams = memory.get("held_streams", {}).get("streams", "?")
+    name = f"{streams} open streams with RSS < 300 MB"
     if held:
         held_mb = held["held_mib"] * 2**20 / 1e6
         add(
-            f"{memory['held_streams']['streams']} open streams with RSS < 300 MB",
-            f"{held_mb:.0f} MB ({held['open']} open, {held['errors']} errors)",
-            held_mb < 300 and held["errors"] == 0,
+            name,
+            f"{held_mb:.0f} MB ({held['open']} open, {held['errors']} failed)",
+            held_mb < 300 and held["errors"] == 0 and held["open"] == streams,
         )
+    else:
+        add(name, "not measured", None)
+    figure, ok = structured_target(structured)
+    add(f"structured output: ours >= {100 * STRUCTURED_VALID:.0f} % valid", figure, ok)
     return "\n".join(rows)
 
 
@@ -241,12 +372,21 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def memory_notes() -> list[str]:
+    """`memory_notes.md` (where an idle worker's memory goes), without its comment header."""
+    path = HERE / "memory_notes.md"
+    if not path.exists():
+        return []
+    return [path.read_text().split("-->", 1)[-1].strip(), ""]
+
+
 def write(
     latency: dict[str, Any],
     structured_md: str | None,
     profile_md: str | None,
     measured: datetime | None = None,
     serving_md: str | None = None,
+    structured: dict[str, Any] | None = None,
 ) -> Path:
     """Write RESULTS.md and the plot; return the RESULTS.md path."""
     plot(latency, HERE / "latency.png")
@@ -263,22 +403,42 @@ def write(
         "(`python -m app serve`, one worker, SQLite, API-key auth, access log off) and the "
         "LiteLLM proxy (1 worker, no database, master key, its own venv). All targets answer "
         "the same request from the same upstream at the same concurrency, one after another "
-        f"in one run; each level runs {plan['duration']:g} s ({3 * plan['duration']:g} s for one "
+        f"in one run; each level runs {plan['duration']:g} s "
+        f"({plan.get('one_client_stream_factor', 3) * plan['duration']:g} s for one "
         f"client's streams) after a {plan['warmup']:g} s warm-up. Note the machine has 2 "
         "cores shared by upstream, load generator and "
         "gateway, so absolute throughput is a floor of what a dedicated core gives.",
         "",
         "## Targets (one worker)",
         "",
-        "Streaming targets are read at 1 client; the per-level figures are below.",
+        "Streaming targets are read at 1 client; the per-level figures are below. A goal "
+        "this run could not measure (a part skipped, a target that completed nothing) is "
+        "*not measured*, never met.",
         "",
-        targets(latency),
+        targets(latency, structured),
         "",
         "## Non-streaming chat completions",
+        "",
+        "*failed*: requests of the measured window that did not complete: errors (an HTTP "
+        f"error, a broken or error-ending stream, no answer within "
+        f"{plan.get('request_timeout', 60):g} s: *timed out*) and requests in flight for the "
+        "whole window (*unfinished*). A row where nothing completed says so.",
         "",
         non_stream_table(latency),
         "",
         *[f"- {line}" for line in ratios(latency)],
+        "",
+        "### The knee",
+        "",
+        "The facade and direct at rising concurrency, "
+        f"{plan.get('knee_duration', 1):g} s each: throughput grows with clients until the "
+        "worker is saturated; past that, more clients only queue (latency grows, "
+        f"throughput does not). The knee is the fewest clients reaching {100 * KNEE_SHARE:.0f} "
+        "% of the best throughput; *below saturation* is the level before it.",
+        "",
+        knee_table(latency),
+        "",
+        f"- {knee_line(latency)}",
         "",
         "## The `openai` SDK alone",
         "",
@@ -299,6 +459,7 @@ def write(
         "",
         memory_table(latency),
         "",
+        *memory_notes(),
         "![latency distributions](latency.png)",
         "",
     ]
@@ -329,12 +490,9 @@ def main() -> None:
 
     out = HERE / "out"
     latency = json.loads((out / "latency.json").read_text())
-    structured = out / "structured_quality.json"
-    structured_md = (
-        structured_quality.to_markdown(json.loads(structured.read_text()))
-        if structured.exists()
-        else None
-    )
+    structured_path = out / "structured_quality.json"
+    structured = json.loads(structured_path.read_text()) if structured_path.exists() else None
+    structured_md = structured_quality.to_markdown(structured) if structured else None
     profile = out / "profile.md"
     serving = out / "serving.json"
     serving_md = None
@@ -350,6 +508,7 @@ def main() -> None:
             profile.read_text() if profile.exists() else None,
             measured,
             serving_md,
+            structured,
         )
     )
 
