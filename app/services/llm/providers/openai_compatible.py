@@ -2,10 +2,10 @@
 OpenAI, OpenRouter), on aiohttp directly with one pooled session per upstream and key.
 Provider modules subclass `OpenAIWire` and add only what differs.
 
-Our own client, not the official `openai` SDK: measured side by side on one core
+Our own client, not the official `openai` SDK: measured side by side in one process
 (`benchmarks/client_floor.py`), the SDK's leanest path (`client.post(..., cast_to=object)`
-on its aiohttp transport) cost ~430 µs of CPU per call and this ~80-100 µs, and a 20-chunk
-stream ~800-970 µs against ~200 µs; the upstream itself answers in ~110 µs. What the SDK
+on its aiohttp transport) cost ~395 µs of CPU per call and ours ~85 µs, and a 20-chunk
+stream ~660-1,080 µs against ~210 µs; the upstream itself answers in ~110 µs. What the SDK
 did for us is here in a few lines: the Bearer header, JSON both ways (orjson), SSE, and an
 upstream's error text from its error body.
 """
