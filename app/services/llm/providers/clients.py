@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from app.core.config import get_settings
 from app.core.loop_shutdown import close_at_loop_shutdown
@@ -27,10 +29,15 @@ _sessions: PerLoop[dict[tuple[str, ...], aiohttp.ClientSession]] = PerLoop(dict)
 
 
 def pooled_session(
-    base_url: str, timeout: float, headers: Mapping[str, str] | None = None
+    base_url: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    *,
+    proxy_from_env: bool = False,
 ) -> aiohttp.ClientSession:
     """The shared session for this upstream and these default `headers` (credentials);
-    connections are reused across calls.
+    connections are reused across calls. `proxy_from_env`: through the proxy the
+    environment names for it (`env_proxy`).
 
     Sessions are kept per event loop because their connections belong to the loop that
     opened them, and are closed when that loop shuts down (see app.core.loop_shutdown).
@@ -42,20 +49,32 @@ def pooled_session(
     connections = get_settings().llm_max_concurrency + 8
     sent = sorted((headers or {}).items())
     credentials = hashlib.sha256(repr(sent).encode()).hexdigest()
-    key = (base_url, credentials, str(timeout), str(connections))
+    key = (base_url, credentials, str(timeout), str(connections), str(proxy_from_env))
     per_loop = _sessions.get()
     session = per_loop.get(key)
     if session is None or session.closed:
+        proxy, proxy_auth = env_proxy(base_url) if proxy_from_env else (None, None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=connect_timeout(timeout), sock_read=timeout
             ),
             headers=dict(sent) or None,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
         )
         per_loop[key] = session
         close_at_loop_shutdown(_CLOSE_KEY, close_clients)
     return session
+
+
+def env_proxy(base_url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTP_PROXY / HTTPS_PROXY name for `base_url` unless NO_PROXY exempts it, as
+    HTTP clients honour them (the `openai` SDK's did); read once per session, not per call."""
+    try:
+        return get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None, None
 
 
 Closer = Callable[[], Awaitable[None]]

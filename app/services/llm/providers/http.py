@@ -30,13 +30,21 @@ DRAIN_TIMEOUT = 0.1  # seconds to wait for the end of a body whose last event ha
 class HttpWire(Wire):
     """The transport half of a wire on aiohttp; subclasses speak the protocol."""
 
+    proxy_from_env = False
+    """Whether HTTP_PROXY / HTTPS_PROXY / NO_PROXY apply (`clients.env_proxy`)."""
+
     def default_headers(self) -> Mapping[str, str] | None:
         """Headers every request carries (credentials): the pooled session sets them."""
         return None
 
     def session(self, base_url: str) -> aiohttp.ClientSession:
         """The pooled session for `base_url` with this wire's default headers."""
-        return pooled_session(base_url, self.config.timeout, self.default_headers())
+        return pooled_session(
+            base_url,
+            self.config.timeout,
+            self.default_headers(),
+            proxy_from_env=self.proxy_from_env,
+        )
 
     def encode(self, body: dict[str, Any]) -> bytes:
         """`body` as JSON, or an LLMInvalidRequestError when it cannot be sent as JSON."""

@@ -50,6 +50,9 @@ class UpstreamRefused(Exception):
 class OpenAIWire(HttpWire):
     """OpenAI's chat-completions wire."""
 
+    # As the `openai` SDK did before (Ollama's own client never did).
+    proxy_from_env = True
+
     def api_key(self) -> str:
         """The key sent as Bearer; upstreams without auth get a placeholder."""
         key = getattr(self.config, "api_key", None)

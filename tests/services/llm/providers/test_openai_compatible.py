@@ -119,3 +119,38 @@ async def test_a_body_left_open_after_done_does_not_hold_the_stream(
     # body never ended, is dropped rather than reused.
     first, second = await _stream_twice(llm_env, upstream, end_after=1.0)
     assert first != second
+
+
+async def test_the_proxy_the_environment_names_is_used(
+    llm_env: LLMEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the `openai` SDK honoured HTTP_PROXY: the upstream's host is never resolved or
+    # connected to, only the proxy, which answers here itself.
+    seen: list[tuple[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append((request.headers["Host"], request.path))
+        message = {"role": "assistant", "content": "via the proxy"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return web.json_response({"model": MODEL, "choices": [choice]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        port = runner.addresses[0][1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        # A host of its own: pooled sessions read the environment once, when they open.
+        upstream = f"upstream.invalid:{port}"
+        llm_env.set(
+            lmstudio_model=MODEL, lmstudio_max_retries=0, lmstudio_base_url=f"http://{upstream}/v1"
+        )
+        llm = (await get_llm_service_with_overrides(provider="lmstudio")).service
+        assert await llm.get_response("hi") == "via the proxy"
+        assert (upstream, "/v1/chat/completions") in seen
+    finally:
+        await runner.cleanup()
