@@ -1,5 +1,6 @@
 """Gateway overhead, side by side in one run: direct upstream, our facade and
-`/api/v1/llm/*`, the LiteLLM proxy; plus the `openai` SDK's two transports and memory.
+`/api/v1/llm/*`, the LiteLLM proxy; plus the `openai` SDK alone, the upstream client alone
+(the SDK's raw path against ours), and memory.
 
 Every target answers the same request from the same upstream process, driven by the same
 load generator process at the same concurrency levels, one target after another.
@@ -145,6 +146,18 @@ def sdk_floor(
     return found
 
 
+def client_floor(text_url: str, stream_url: str, plan: Plan) -> dict[str, Any]:
+    """The SDK's raw path and our own client side by side, no gateway
+    (`benchmarks.client_floor`, own process): µs per call, plain and streamed."""
+    levels = ",".join(str(level) for level in plan.levels[:2])
+    command = [sys.executable, "-m", "benchmarks.client_floor", "--base-url", text_url]
+    command += ["--stream-url", stream_url, "--levels", levels]
+    command += ["--duration", str(plan.duration / 2)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, check=True, timeout=600)
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children, in MiB."""
     process = psutil.Process(pid)
@@ -210,14 +223,13 @@ def targets(upstream: Upstream, ours: Gateway, litellm: LiteLLMProxy | None) -> 
 
 
 @contextmanager
-def _gateways(plan: Plan, upstream_url: str) -> Iterator[tuple[Gateway, Gateway, Any]]:
+def _gateways(plan: Plan, upstream_url: str) -> Iterator[tuple[Gateway, Any]]:
     with ExitStack() as stack:
-        ours = stack.enter_context(Gateway(upstream_url, MODEL, LLM_HTTP_TRANSPORT="aiohttp"))
-        ours_httpx = stack.enter_context(Gateway(upstream_url, MODEL, LLM_HTTP_TRANSPORT="httpx"))
+        ours = stack.enter_context(Gateway(upstream_url, MODEL))
         litellm = (
             stack.enter_context(LiteLLMProxy(upstream_url, MODEL)) if plan.with_litellm else None
         )
-        yield ours, ours_httpx, litellm
+        yield ours, litellm
 
 
 def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
@@ -227,29 +239,22 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
         "non_stream": {},
         "stream": {},
         "sdk_floor": [],
+        "client_floor": {},
         "memory": {},
     }
     with (
         Upstream(STREAM_CHUNKS, CHUNK_INTERVAL_MS) as upstream,
-        _gateways(plan, upstream.base_url) as (ours, ours_httpx, litellm),
+        _gateways(plan, upstream.base_url) as (ours, litellm),
     ):
         all_targets = targets(upstream, ours, litellm)
-        httpx_target = Target(
-            "facade-httpx",
-            f"{ours_httpx.url}/v1/chat/completions",
-            ours_httpx.headers,
-            CHAT_BODY,
-            f"{ours_httpx.url}/v1/chat/completions",
-            {**CHAT_BODY, "stream": True},
-        )
-        for target in [*all_targets, httpx_target]:
+        for target in all_targets:
             warm(target, streams=plan.warm_streams)
         result["memory"]["idle_mib"] = {"ours": rss_mib(ours.pid)}
         if litellm is not None:
             result["memory"]["idle_mib"]["litellm"] = rss_mib(litellm.pid)
         for level in plan.levels:
             row = result["non_stream"][str(level)] = {}
-            for target in [*all_targets, httpx_target]:
+            for target in all_targets:
                 row[target.name] = summarize(
                     run_load(target.url, target.headers, target.body, level, plan), stream=False
                 )
@@ -264,6 +269,11 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                 floor = sdk_floor(upstream.base_url, transport, call, level, plan)
                 result["sdk_floor"].append(floor)
                 log(f"sdk alone  c={level:<4} {transport:<8}{call:<6} {floor['rps']:8.0f} calls/s")
+        # Streams at no pace, so that a stream's cost is the client's CPU, not the waiting.
+        with Upstream(STREAM_CHUNKS, 0.0) as unpaced:
+            result["client_floor"] = client_floor(upstream.base_url, unpaced.base_url, plan)
+        for cell, figures in result["client_floor"].items():
+            log(f"client     {cell:<20} {figures['wall_us']:8.0f} µs/call")
         for level in plan.levels:
             row = result["stream"][str(level)] = {}
             stream_plan = (
@@ -271,7 +281,7 @@ def run(plan: Plan = Plan(), log: Any = print) -> dict[str, Any]:
                 if level == 1
                 else plan
             )
-            for target in [*all_targets, httpx_target]:
+            for target in all_targets:
                 row[target.name] = summarize(
                     run_load(
                         target.stream_url,

@@ -4,7 +4,8 @@ Runs in its own process: `--concurrency` tasks call the SDK one after another fo
 `--duration` seconds on one event loop (uvloop), with the SDK on its aiohttp or its default
 httpx transport, and print latency percentiles and calls per second as JSON. `--call
 create` is the usual `chat.completions.create` (typed params and response models); `--call
-post` is `client.post(..., cast_to=object)`, the documented raw path our service uses.
+post` is `client.post(..., cast_to=object)`, the documented raw path our service used
+before its own client (`benchmarks/client_floor.py` measures the two side by side).
 
     python -m benchmarks.sdk_floor --base-url http://127.0.0.1:18234/v1 --transport aiohttp
 """

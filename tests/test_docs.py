@@ -172,7 +172,7 @@ def test_env_example_holds_every_lm_studio_setting_and_changes_no_default() -> N
     names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example.read_text(), re.MULTILINE)
     assert set(names) <= SETTINGS_NAMES, set(names) - SETTINGS_NAMES
     lmstudio = {n for n in SETTINGS_NAMES if n.startswith("LMSTUDIO_")}
-    shared = {"LLM_PROVIDER", "LLM_RETRY_BACKOFF", "LLM_HTTP_TRANSPORT", "LLM_MAX_CONCURRENCY"}
+    shared = {"LLM_PROVIDER", "LLM_RETRY_BACKOFF", "LLM_MAX_CONCURRENCY"}
     assert lmstudio | shared <= set(names), (lmstudio | shared) - set(names)
     # Copied as it is, it changes nothing: what it sets for LM Studio are the defaults.
     from_example = Settings(_env_file=example).model_dump()  # type: ignore[call-arg]

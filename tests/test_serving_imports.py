@@ -33,6 +33,8 @@ NOT_FOR_SERVING = {
     "rich": "the shell commands' output",
     "pygments": "rich and Alembic",
     "websockets": "WebSocket routes (there are none)",
+    "openai": "nothing: our OpenAI wire speaks HTTP itself (the SDK is a dev dependency)",
+    "httpx2": "the openai SDK",
     "botocore": "the Bedrock provider, when it is used",
     "aiobotocore": "the Bedrock provider, when it is used",
 }

@@ -107,7 +107,6 @@ class Settings(BaseSettings):
     llm_fallback_providers: Annotated[list[LLMProvider], NoDecode] = []
     llm_fallback_allow_cloud: Annotated[list[LLMProvider], NoDecode] = []
     llm_retry_backoff: float = Field(default=0.5, ge=0, le=30)
-    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     llm_max_concurrency: int = Field(default=16, ge=1, le=10_000)
     llm_queue_timeout: float = Field(default=30, ge=0, le=3600)
     llm_max_tokens: int = Field(default=16_384, ge=1)

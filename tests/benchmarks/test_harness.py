@@ -1,7 +1,7 @@
 """A smoke run of the benchmark machinery (the real runs are `make bench`, not tests).
 
-It starts the real processes (upstream, our gateway on both SDK transports, the load
-generator) for a fraction of a second per target and checks that every target answered
+It starts the real processes (upstream, our gateway, the load generator, the SDK and
+client floors) for a fraction of a second per target and checks that every target answered
 without error and that the report renders, so `make bench` cannot rot unnoticed; and that
 a target which completes nothing is reported as failing, never as an error-free row.
 """
@@ -43,7 +43,7 @@ def test_quick_run_measures_every_target_without_errors(tmp_path: Path) -> None:
     for kind in ("non_stream", "stream"):
         for level in LEVELS:
             row = result[kind][level]
-            assert set(row) == {"direct", "facade", "llm-api", "facade-httpx"}
+            assert set(row) == {"direct", "facade", "llm-api"}
             for name, cell in row.items():
                 assert cell["failed"] == 0, (kind, level, name, cell["error_samples"])
                 assert cell["requests"] > 0, (kind, level, name)
@@ -55,6 +55,15 @@ def test_quick_run_measures_every_target_without_errors(tmp_path: Path) -> None:
         for t, call in (("aiohttp", "create"), ("httpx", "create"), ("aiohttp", "post"))
     }
     assert all(f["rps"] > 0 for f in floors)
+    clients = result["client_floor"]
+    assert set(clients) == {
+        f"{client} {kind} c={c}"
+        for client in ("sdk", "ours")
+        for kind in ("text", "stream")
+        for c in (1, 2)
+    }
+    assert all(cell["calls_s"] > 0 for cell in clients.values())
+    assert "| 2 | stream |" in report.client_table(result)
     held = result["memory"]["held_streams"]["ours"]
     assert (held["open"], held["errors"]) == (20, 0)
     assert held["held_mib"] >= held["idle_mib"] > 0

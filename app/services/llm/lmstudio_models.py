@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import openai
-
 from app.core.config import get_settings
 from app.services.llm.calls import ProviderService, clear_discovery_cache
 from app.services.llm.errors import LLMModelNotFoundError, LLMUpstreamError
 from app.services.llm.providers.lmstudio import LMStudioWire
-from app.services.llm.providers.wire import UPSTREAM_FAILURES, upstream_message
+from app.services.llm.providers.openai_compatible import UpstreamRefused
 
 LOAD_TIMEOUT_FLOOR = 300.0  # seconds: a large model takes minutes to load from disk
 
@@ -130,26 +128,18 @@ async def _call(
 ) -> dict[str, Any]:
     """One call to LM Studio's REST API; with `probe`, a 404 means the API is missing."""
     url = service.config.base_url.removesuffix("/v1") + path
-    client = service._client()
-    options: openai.RequestOptions = {"timeout": wait} if wait is not None else {}
     try:
-        if method == "GET":
-            body = await client.get(url, cast_to=object, options=options)
-        else:
-            body = await client.post(url, body=payload, cast_to=object, options=options)
-    except openai.APIStatusError as exc:
-        if probe and exc.status_code in (404, 405):
-            raise _too_old(service) from exc
-        if exc.status_code in (401, 403, 429):
-            raise service.translate(exc) from exc  # the key, or slow down: said as for chat
+        body = await service.fetch(method, url, payload, read_timeout=wait)
+    except UpstreamRefused as exc:
+        if probe and exc.status in (404, 405):
+            raise _too_old(service) from None
+        if exc.status in (401, 403, 429):
+            raise service.translate(exc) from None  # the key, or slow down: said as for chat
         raise LLMUpstreamError(
-            f"LM Studio at {service.url} answered {path} with HTTP {exc.status_code}: "
-            f"{upstream_message(exc)}",
+            f"LM Studio at {service.url} answered {path} with HTTP {exc.status}: {exc.message}",
             provider=service.spec.provider,
-            upstream_status=exc.status_code,
-        ) from exc
-    except UPSTREAM_FAILURES as exc:
-        raise service.translate(exc) from exc
+            upstream_status=exc.status,
+        ) from None
     if not isinstance(body, dict):
         raise _too_old(service)
     said = body.get("error")

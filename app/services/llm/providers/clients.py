@@ -1,21 +1,20 @@
-"""One pooled `openai` SDK client per (event loop, base URL, key, timeout, transport)."""
+"""One pooled aiohttp session per (event loop, upstream, credentials, timeout), and closing
+them (and other providers' pooled clients) with their loop."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx2
-import openai
-from openai import AsyncOpenAI
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from app.core.config import get_settings
 from app.core.loop_shutdown import close_at_loop_shutdown
 from app.services.llm.per_loop import PerLoop
 
-HttpTransport = Literal["aiohttp", "httpx"]
 # Seconds to open a connection: a machine that is off or firewalled should fail fast and be
 # retried, not hold a call for the whole (generation-sized) timeout.
 CONNECT_TIMEOUT = 10.0
@@ -26,41 +25,56 @@ def connect_timeout(timeout: float) -> float:
     return min(timeout, CONNECT_TIMEOUT)
 
 
-_clients: PerLoop[dict[tuple[str, ...], AsyncOpenAI]] = PerLoop(dict)
+_sessions: PerLoop[dict[tuple[str, ...], aiohttp.ClientSession]] = PerLoop(dict)
 
 
-def pooled_client(
-    base_url: str, api_key: str, timeout: float, transport: HttpTransport = "aiohttp"
-) -> AsyncOpenAI:
-    """The shared SDK client for this upstream; connections are reused across calls.
+def pooled_session(
+    base_url: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    *,
+    proxy_from_env: bool = False,
+) -> aiohttp.ClientSession:
+    """The shared session for this upstream and these default `headers` (credentials);
+    connections are reused across calls. `proxy_from_env`: through the proxy the
+    environment names for it (`env_proxy`).
 
-    Clients are kept per event loop because their connections belong to the loop that
+    Sessions are kept per event loop because their connections belong to the loop that
     opened them, and are closed when that loop shuts down (see app.core.loop_shutdown).
+    `timeout` bounds each read (a generation may be long, but never silent that long);
+    connecting, including waiting for a free pooled connection, gets `connect_timeout`.
     """
     # LLM_MAX_CONCURRENCY is the admission cap per upstream; the pool must not queue behind
-    # it (the SDK's default keeps only 100 idle connections: more concurrent calls than that
-    # would open a fresh connection for every request). The margin covers model discovery.
+    # it. The margin covers model discovery.
     connections = get_settings().llm_max_concurrency + 8
-    per_loop = _clients.get()
-    key_hash = hashlib.sha256(api_key.encode()).hexdigest()
-    key = (base_url, key_hash, str(timeout), transport, str(connections))
-    client = per_loop.get(key)
-    if client is None:
-        limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
-        client = AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=httpx2.Timeout(timeout, connect=connect_timeout(timeout)),
-            max_retries=0,  # we retry ourselves: only where it is safe, and logged
-            http_client=(
-                openai.DefaultAioHttpClient(limits=limits)
-                if transport == "aiohttp"
-                else openai.DefaultAsyncHttpxClient(limits=limits)
+    sent = sorted((headers or {}).items())
+    credentials = hashlib.sha256(repr(sent).encode()).hexdigest()
+    key = (base_url, credentials, str(timeout), str(connections), str(proxy_from_env))
+    per_loop = _sessions.get()
+    session = per_loop.get(key)
+    if session is None or session.closed:
+        proxy, proxy_auth = env_proxy(base_url) if proxy_from_env else (None, None)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout(timeout), sock_read=timeout
             ),
+            headers=dict(sent) or None,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
         )
-        per_loop[key] = client
+        per_loop[key] = session
         close_at_loop_shutdown(_CLOSE_KEY, close_clients)
-    return client
+    return session
+
+
+def env_proxy(base_url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTP_PROXY / HTTPS_PROXY name for `base_url` unless NO_PROXY exempts it, as
+    HTTP clients honour them (the `openai` SDK's did); read once per session, not per call."""
+    try:
+        return get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None, None
 
 
 Closer = Callable[[], Awaitable[None]]
@@ -69,8 +83,8 @@ _closers: PerLoop[dict[tuple[str, ...], Closer]] = PerLoop(dict)
 
 
 def close_with_loop(key: tuple[str, ...], close: Closer) -> None:
-    """Have `close_clients` call `close` (a pooled session or client of a provider that is
-    not on the SDK: aiohttp for Ollama, aiobotocore for Bedrock); one closer per `key`.
+    """Have `close_clients` call `close` (a pooled client that is not an aiohttp session of
+    `pooled_session`: aiobotocore's for Bedrock); one closer per `key`.
 
     `close_clients` runs by itself when the loop shuts down, if nobody called it before."""
     _closers.get()[key] = close
@@ -78,13 +92,13 @@ def close_with_loop(key: tuple[str, ...], close: Closer) -> None:
 
 
 async def close_clients() -> None:
-    """Close every pooled client of the running loop now.
+    """Close every pooled session and client of the running loop now.
 
     Not needed at the end of `asyncio.run()`: the loop's shutdown closes them. The app's
     lifespan and the CLI call it to close them at a moment of their choosing.
     """
-    for client in (_clients.pop() or {}).values():
-        await client.close()
+    for session in (_sessions.pop() or {}).values():
+        await session.close()
     for close in (_closers.pop() or {}).values():
         await close()
 

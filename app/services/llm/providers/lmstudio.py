@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import openai
-
 from app.core.config import LLMProvider, Settings, get_settings
 from app.services.llm.config import LMStudioConfig
 from app.services.llm.errors import LLMError, LLMModelNotFoundError, LLMNoModelsError
 from app.services.llm.protocol import Capabilities, ModelInfo
 from app.services.llm.providers.base import ProviderSpec, needs_no_credentials
-from app.services.llm.providers.openai_compatible import OpenAIWire
-from app.services.llm.providers.wire import UPSTREAM_FAILURES, short_reason
+from app.services.llm.providers.openai_compatible import OpenAIWire, UpstreamRefused
+from app.services.llm.providers.wire import short_reason
 
 NO_MODELS_HINT = (
     "load a model in LM Studio (Developer tab, or `lms load <model>`) or enable "
@@ -51,18 +49,16 @@ class LMStudioWire(OpenAIWire):
         """The listing at `path`, or None when this server does not serve it."""
         root = self.config.base_url.removesuffix("/v1")
         try:
-            body = await self._client().get(f"{root}{path}", cast_to=object)
-        except openai.APIStatusError as exc:
-            if exc.status_code in (404, 405):
+            body = await self.fetch("GET", f"{root}{path}")
+        except UpstreamRefused as exc:
+            if exc.status in (404, 405):
                 return None  # an older LM Studio, or another OpenAI-compatible server
-            raise self.translate(exc) from exc
-        except UPSTREAM_FAILURES as exc:
-            raise self.translate(exc) from exc
+            raise self.translate(exc) from None
         # LM Studio 0.3 answers paths it lacks with HTTP 200 and {"error": "Unexpected
         # endpoint or method. ..."}; `read` finds no listing in that, nor in anything else.
         return read(body)
 
-    def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+    def translate_status(self, status: int, message: str, retry_after: float | None) -> LLMError:
         """LM Studio's own words for "no model loaded" and "no such model", then the rest."""
         lowered = message.lower()
         if "no models loaded" in lowered or "no model loaded" in lowered:
@@ -82,7 +78,7 @@ class LMStudioWire(OpenAIWire):
                 provider=self.spec.provider,
                 upstream=self.url,
             )
-        return super().translate_status(status, message, exc)
+        return super().translate_status(status, message, retry_after)
 
 
 def config_from(settings: Settings, model: str) -> LMStudioConfig:

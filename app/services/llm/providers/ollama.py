@@ -16,10 +16,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.core.config import LLMProvider, Settings, get_settings
+from app.core.config import LLMProvider, Settings
 from app.services.llm.config import OllamaConfig, ProviderConfig
 from app.services.llm.errors import LLMError, LLMInvalidRequestError, LLMModelNotFoundError
-from app.services.llm.per_loop import PerLoop
 from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
@@ -29,39 +28,23 @@ from app.services.llm.protocol import (
     StreamChunk,
     Usage,
 )
-from app.services.llm.providers.base import ProviderSpec, Wire, always_set, needs_no_credentials
-from app.services.llm.providers.clients import close_with_loop, connect_timeout
-from app.services.llm.providers.wire import short_reason, stale_connection
+from app.services.llm.providers.base import ProviderSpec, always_set, needs_no_credentials
+from app.services.llm.providers.http import (
+    MAX_BODY,
+    MAX_ERROR_BODY,
+    TRANSPORT_FAILURES,
+    HttpWire,
+    read_bounded,
+    seconds,
+)
+from app.services.llm.providers.wire import short_reason
 
 MAX_LINE = 1024 * 1024  # one NDJSON line of a stream; Ollama's are a token or two
-MAX_BODY = 64 * 1024 * 1024  # a whole non-streamed reply
-MAX_ERROR_BODY = 64 * 1024
 SHOW_LIMIT = 20  # `/api/show` calls per discovery (one per model, for its context length)
 SHOW_TIMEOUT = 10.0
 
-_sessions: PerLoop[dict[tuple[str, ...], aiohttp.ClientSession]] = PerLoop(dict)
 
-
-def _session(base_url: str, timeout: float) -> aiohttp.ClientSession:
-    """The pooled session for this server; sessions belong to the loop that opened them."""
-    connections = get_settings().llm_max_concurrency + 8  # the margin covers discovery
-    key = ("ollama", base_url, str(timeout), str(connections))
-    per_loop = _sessions.get()
-    session = per_loop.get(key)
-    if session is None or session.closed:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout(timeout), sock_read=timeout
-            ),
-            json_serialize=lambda value: orjson.dumps(value).decode(),
-        )
-        per_loop[key] = session
-        close_with_loop(key, session.close)
-    return session
-
-
-class OllamaWire(Wire):
+class OllamaWire(HttpWire):
     """One attempt at a time against an Ollama server's native API."""
 
     capabilities: Capabilities = Capabilities(
@@ -83,7 +66,7 @@ class OllamaWire(Wire):
         model = request.model or self.model
         body = self._chat_body(request, False)
         response = await self._send("POST", "/api/chat", body, model, resend=not request.attempt)
-        raw = await self._read(response)
+        raw = await self.read(response)
         reply = self._object(raw)
         if "error" in reply:
             raise self.invalid_reply_error(f"an error: {short_reason(str(reply['error']))}")
@@ -206,7 +189,7 @@ class OllamaWire(Wire):
         ]
 
     async def _get_json(self, path: str) -> dict[str, Any]:
-        return self._object(await self._read(await self._send("GET", path, None, self.model)))
+        return self._object(await self.read(await self._send("GET", path, None, self.model)))
 
     async def _running(self) -> dict[str, Any] | None:
         try:
@@ -218,12 +201,12 @@ class OllamaWire(Wire):
         """The model's trained context length from `/api/show` (None on any failure: it is
         only a detail of the listing)."""
         try:
-            async with _session(self.root, self.config.timeout).post(
+            async with self.session(self.root).post(
                 f"{self.root}/api/show",
                 json={"model": name},
                 timeout=aiohttp.ClientTimeout(total=min(SHOW_TIMEOUT, self.config.timeout)),
             ) as response:
-                raw = await _read_bounded(response, MAX_BODY)
+                raw = await read_bounded(response, MAX_BODY)
                 if response.status != 200 or raw is None:
                     return None
             info = _dict(_dict(orjson.loads(raw)).get("model_info"))
@@ -247,50 +230,13 @@ class OllamaWire(Wire):
         """The response to one request, its status checked; the caller releases it.
         `resend`: whether a request that went to a stale pooled connection is sent once more
         (a chat call's first attempt only: see `ChatRequest.attempt`)."""
-        try:
-            payload = None if body is None else orjson.dumps(body)
-        except TypeError as exc:  # orjson's JSONEncodeError: a lone surrogate, or not JSON
-            raise LLMInvalidRequestError(
-                f"The request cannot be sent as JSON: {short_reason(str(exc))}",
-                provider=self.spec.provider,
-            ) from exc
-        session = _session(self.root, self.config.timeout)
-        headers = {"Content-Type": "application/json"} if payload is not None else None
-        for resent in (False, True):
-            try:
-                response = await session.request(
-                    method, f"{self.root}{path}", data=payload, headers=headers
-                )
-                break
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                # A pooled keep-alive connection the server had closed: the request never
-                # reached it, so it is sent once more at once, on a fresh connection.
-                stale = stale_connection(exc) and not _connect_failure(exc)
-                if resend and not resent and stale:
-                    continue
-                raise self._failure(exc) from exc
+        payload = None if body is None else self.encode(body)
+        response = await self.request(
+            self.session(self.root), method, f"{self.root}{path}", payload, resend=resend
+        )
         if response.status < 400:
             return response
-        try:
-            raw = await _read_bounded(response, MAX_ERROR_BODY) or b""
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            raw = b""
-        finally:
-            response.release()
-        raise self._status_error(response, raw, model)
-
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The whole body of a reply; the response is released (its connection closed when
-        the body was not read to the end)."""
-        try:
-            raw = await _read_bounded(response, MAX_BODY)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._failure(exc) from exc
-        finally:
-            response.release()
-        if raw is None:
-            raise self.invalid_reply_error(f"a reply over {MAX_BODY // 1024**2} MiB")
-        return raw
+        raise self._status_error(response, await self.error_body(response), model)
 
     def _status_error(self, response: aiohttp.ClientResponse, raw: bytes, model: str) -> LLMError:
         try:
@@ -308,18 +254,8 @@ class OllamaWire(Wire):
                 upstream=self.url,
             )
         return self.status_error(
-            response.status, message, retry_after=_seconds(response.headers.get("Retry-After"))
+            response.status, message, retry_after=seconds(response.headers.get("Retry-After"))
         )
-
-    def _failure(self, exc: BaseException) -> LLMError:
-        """The LLMError for a transport failure."""
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return self.timeout_error(accepted=False)  # includes waiting for a pooled connection
-        if _connect_failure(exc):
-            return self.connection_error()
-        if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError: sock_read ran out
-            return self.timeout_error(accepted=True)
-        return self.broken_reply_error()
 
     async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes]:
         """The non-blank NDJSON lines of a streamed reply, each at most MAX_LINE bytes."""
@@ -333,8 +269,8 @@ class OllamaWire(Wire):
                 for line in lines:
                     if line.strip():
                         yield line
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._failure(exc) from exc
+        except TRANSPORT_FAILURES as exc:
+            raise self.failure(exc) from exc
         if pending.strip():
             yield pending
 
@@ -346,23 +282,6 @@ class OllamaWire(Wire):
         if not isinstance(value, dict):
             raise self.invalid_reply_error("JSON that is not an object")
         return value
-
-
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The whole body, or None when it is longer than `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    async for data in response.content.iter_any():
-        size += len(data)
-        if size > limit:
-            response.close()
-            return None
-        chunks.append(data)
-    return b"".join(chunks)
-
-
-def _connect_failure(exc: BaseException) -> bool:
-    return isinstance(exc, aiohttp.ClientConnectorError)
 
 
 def _format(response_format: dict[str, Any] | None) -> dict[str, Any] | str | None:
@@ -378,10 +297,10 @@ def _keep_alive(value: str) -> str | float:
     # Ollama reads a string as a Go duration ("5m", "1h"); a bare number ("-1", "0", "300")
     # must be sent as a JSON number of seconds, as OLLAMA_KEEP_ALIVE takes it.
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
         return value
-    return seconds if math.isfinite(seconds) else value
+    return number if math.isfinite(number) else value
 
 
 def _usage(item: dict[str, Any]) -> Usage:
@@ -389,13 +308,6 @@ def _usage(item: dict[str, Any]) -> Usage:
         prompt_tokens=_int(item.get("prompt_eval_count")) or 0,
         completion_tokens=_int(item.get("eval_count")) or 0,
     )
-
-
-def _seconds(header: str | None) -> float | None:
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None
 
 
 def _dict(value: object) -> dict[str, Any]:

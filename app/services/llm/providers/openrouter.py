@@ -5,7 +5,7 @@
   an endpoint that silently ignores the format.
 - 402 means the account (or the key's limit) is out of credits: said so, never retried.
 - An error during generation arrives inside the 200: a stream event with an `error` object
-  and `finish_reason: "error"` (the SDK raises `APIError` for a top-level one), or an
+  and `finish_reason: "error"` (a top-level one is `OpenAIWire`'s in-stream error), or an
   `error` in a non-streamed body.
 - Discovery from `GET /models` (context length, structured-output support); `usage.cost`.
 """
@@ -17,7 +17,6 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote
 
-import openai
 from pydantic import SecretStr
 
 from app.core.config import LLMProvider, Settings
@@ -26,12 +25,7 @@ from app.services.llm.errors import LLMError, LLMUpstreamError
 from app.services.llm.protocol import Capabilities, ChatRequest, ModelInfo, Usage
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.openai_compatible import OpenAIWire, error_text
-from app.services.llm.providers.wire import (
-    UPSTREAM_FAILURES,
-    finish_reason_of,
-    first_choice,
-    short_reason,
-)
+from app.services.llm.providers.wire import finish_reason_of, first_choice, short_reason
 
 CREDITS_URL = "https://openrouter.ai/settings/credits"
 KEYS_URL = "https://openrouter.ai/settings/keys"
@@ -92,7 +86,7 @@ class OpenRouterWire(OpenAIWire):
         """An error OpenRouter reported inside a stream, without our key should it echo it."""
         return super().stream_error(self._scrub(message))
 
-    def translate_status(self, status: int, message: str, exc: openai.APIStatusError) -> LLMError:
+    def translate_status(self, status: int, message: str, retry_after: float | None) -> LLMError:
         """402 (out of credits) in words and not retried; the rest as usual."""
         message = self._scrub(message)
         if status == 402:
@@ -104,23 +98,12 @@ class OpenRouterWire(OpenAIWire):
                 upstream=self.url,
                 upstream_status=402,
             )
-        return super().translate_status(status, message, exc)
+        return super().translate_status(status, message, retry_after)
 
     async def list_models(self) -> list[ModelInfo]:
         """Every model `GET /models` lists, with its context length and whether it supports
         structured outputs."""
-        try:
-            listing = await self._client().get("/models", cast_to=object, options=self._options())
-        except UPSTREAM_FAILURES as exc:
-            raise self.translate(exc) from exc
-        data = listing.get("data") if isinstance(listing, dict) else None
-        if not isinstance(data, list):
-            raise self.invalid_reply_error("a model list without `data`")
-        return [
-            _model_info(item)
-            for item in data
-            if isinstance(item, dict) and isinstance(item.get("id"), str)
-        ]
+        return [_model_info(item) for item in self.listed(await self.call("GET", "/models"))]
 
     def _scrub(self, text: str) -> str:
         """`text` without our key, should an upstream ever echo it."""

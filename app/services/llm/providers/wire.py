@@ -1,4 +1,5 @@
-"""Reading what upstreams send: error bodies, usage, reasoning, and what an exception means."""
+"""Reading what upstreams send (usage, reasoning, error text fit to show) and what a transport
+exception means."""
 
 from __future__ import annotations
 
@@ -6,31 +7,8 @@ import unicodedata
 from typing import Any
 
 import aiohttp
-import httpx2
-import openai
 
 from app.services.llm.protocol import Usage
-
-# What a call to the upstream may raise: SDK errors, socket errors, timeouts, and
-# ValueError for a body that is not JSON. Anything else is a bug of ours and propagates.
-UPSTREAM_FAILURES = (openai.OpenAIError, OSError, TimeoutError, ValueError)
-
-
-def upstream_message(exc: openai.APIStatusError) -> str:
-    """The error text an upstream sent: LM Studio sends a string, OpenAI an object."""
-    body = exc.body
-    if isinstance(body, str):
-        return body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, str):
-            return inner
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    text = exc.response.text if exc.response is not None else ""
-    return text[:300] or exc.message
 
 
 def short_reason(text: str, limit: int = 300) -> str:
@@ -89,13 +67,6 @@ def _count(usage: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def context_from_meta(model: Any) -> int | None:
-    # llama.cpp's server reports the context it was started with in `meta.n_ctx`.
-    meta = (model.model_extra or {}).get("meta")
-    n_ctx = meta.get("n_ctx") if isinstance(meta, dict) else None
-    return n_ctx if isinstance(n_ctx, int) else None
-
-
 def causes(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -109,48 +80,10 @@ def stale_connection(exc: BaseException) -> bool:
     """True when the request went to a pooled connection the server had closed.
 
     Writing to it fails (reset, broken pipe) or, when the server's close wins the race
-    with our write, the read finds it closed with no reply at all: aiohttp says
-    ServerDisconnectedError (which the SDK's aiohttp transport reports as a *timeout*),
-    httpx2 a RemoteProtocolError.
+    with our write, the read finds it closed with no reply at all (aiohttp's
+    ServerDisconnectedError).
     """
     return any(
-        isinstance(
-            c,
-            ConnectionResetError
-            | BrokenPipeError
-            | aiohttp.ServerDisconnectedError
-            | httpx2.RemoteProtocolError,
-        )
+        isinstance(c, ConnectionResetError | BrokenPipeError | aiohttp.ServerDisconnectedError)
         for c in causes(exc)
     )
-
-
-def refused(exc: BaseException) -> bool:
-    """True if a "timeout" was really a failed connect (the aiohttp transport reports a
-    refused connection as ConnectTimeout)."""
-    return any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in causes(exc))
-
-
-def timed_out(exc: BaseException) -> bool:
-    """True if `exc` is a timeout. Not merely its class: the aiohttp transport reports every
-    connection failure (refused, or closed before any answer) as a ConnectTimeout; the
-    transport's own exception, deeper in the chain, tells."""
-    chain = causes(exc)
-    if any(isinstance(c, TimeoutError) for c in chain):
-        return True
-    return isinstance(chain[-1], openai.APITimeoutError | httpx2.TimeoutException)
-
-
-def accepted_then_timed_out(exc: BaseException) -> bool:
-    """True for a read timeout: the upstream took the request and did not answer in time,
-    so it is most likely generating. (Both SDK transports raise httpx's ReadTimeout for it,
-    and ConnectTimeout / PoolTimeout when the request never left.)"""
-    return any(isinstance(c, httpx2.ReadTimeout) for c in causes(exc))
-
-
-def retry_after_of(exc: openai.APIStatusError) -> float | None:
-    header = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(header) if header else None
-    except ValueError:
-        return None

@@ -19,16 +19,15 @@ ROOT = Path(__file__).resolve().parents[4]
 OLLAMA_MODEL = "llama3.2:latest"
 
 # The README's usage (the seed's `await get_llm_service()`, no arguments) as a plain script:
-# SDK clients over aiohttp, then over httpx, an Ollama aiohttp session, and the SQLite engine,
-# each loop left without closing anything. Last, a control: an aiohttp session the library
-# does not own, left open on purpose, must be reported, which shows the check can see it.
+# LM Studio's and Ollama's pooled aiohttp sessions and the SQLite engine, on two loops one
+# after the other, each left without closing anything. Last, a control: an aiohttp session
+# the library does not own, left open on purpose, must be reported, which shows the check
+# can see it.
 SCRIPT = """
 import asyncio
-import os
 
 import aiohttp
 
-from app.core.config import set_settings
 from app.core.migrate import upgrade
 from app.services.llm import get_llm_service, get_llm_service_with_overrides
 
@@ -50,8 +49,6 @@ async def leave_a_session_open() -> None:
 
 asyncio.run(upgrade())
 asyncio.run(main())
-os.environ["LLM_HTTP_TRANSPORT"] = "httpx"
-set_settings(None)  # read the environment again
 asyncio.run(main())
 asyncio.run(leave_a_session_open())
 """
@@ -78,7 +75,6 @@ def test_a_script_ending_in_asyncio_run_leaves_nothing_unclosed(
         LMSTUDIO_MODEL="llama-3.2-3b-instruct",
         OLLAMA_BASE_URL=ollama_upstream.base_url,
         OLLAMA_MODEL=OLLAMA_MODEL,
-        LLM_HTTP_TRANSPORT="aiohttp",
         PYTHONDEVMODE="",
     )
     done = subprocess.run(  # noqa: S603
