@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for table in (report.targets, report.non_stream_table, report.knee_table):
             print(table(result), end="\n\n")
         print(report.stream_table(result), report.memory_table(result), sep="\n\n")
+    floors_md = None
+    if not args.quick:
+        from benchmarks import floor
+
+        floors_md = floor.measure(duration=plan.duration, warmup=plan.warmup)
+        (OUT / "floors.md").write_text(floors_md)
+        print(floors_md)
     structured_md = structured = None
     if not args.skip_structured and not args.quick:
         from benchmarks import structured_quality
@@ -76,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(serving_md)
     if not args.quick:
         path = report.write(
-            result, structured_md, profile_md, serving_md=serving_md, structured=structured
+            result,
+            structured_md,
+            profile_md,
+            serving_md=serving_md,
+            structured=structured,
+            floors_md=floors_md,
         )
         print(f"wrote {path} and {path.parent / 'latency.png'}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")

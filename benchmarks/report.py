@@ -401,6 +401,7 @@ def write(
     measured: datetime | None = None,
     serving_md: str | None = None,
     structured: dict[str, Any] | None = None,
+    floors_md: str | None = None,
 ) -> Path:
     """Write RESULTS.md and the plot; return the RESULTS.md path."""
     plot(latency, HERE / "latency.png")
@@ -454,6 +455,22 @@ def write(
         "",
         f"- {knee_line(latency)}",
         "",
+        *(
+            [
+                "### The floors: the same server doing (almost) nothing",
+                "",
+                "`benchmarks/floor.py`: bare ASGI apps under uvicorn with `serve`'s settings, "
+                "measured in the same run: a constant reply (the server's own cost) and a bare "
+                "aiohttp relay to the upstream (no auth, validation, retries, metrics or logs: "
+                "the least any Python gateway on this server adds). Ours minus the relay is "
+                "what those features cost.",
+                "",
+                floors_md,
+                "",
+            ]
+            if floors_md
+            else []
+        ),
         "## The `openai` SDK alone",
         "",
         "One process calling the SDK on the same upstream, no gateway: the most a single-core "
@@ -523,6 +540,7 @@ def main() -> None:
 
         serving_md = serving_bench.to_markdown(json.loads(serving.read_text()))
     measured = datetime.fromtimestamp((out / "latency.json").stat().st_mtime, UTC)
+    floors = out / "floors.md"
     print(
         write(
             latency,
@@ -531,6 +549,7 @@ def main() -> None:
             measured,
             serving_md,
             structured,
+            floors.read_text() if floors.exists() else None,
         )
     )
 
