@@ -3,6 +3,7 @@
 python -m benchmarks            # the full run (about 12 minutes on 2 cores)
 python -m benchmarks --quick    # a few seconds per part, to check the machinery
 python -m benchmarks serving    # only the serving section (workers, servers, propagation)
+python -m benchmarks structured # only structured output from valid to right (labelled set)
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import serving
 
         return serving.main(argv[1:])
+    if argv[:1] == ["structured"]:
+        from benchmarks import structured_accuracy
+
+        return structured_accuracy.main(argv[1:])
     args = parser.parse_args(argv)
     started = time.monotonic()
     plan = latency.Plan(with_litellm=not args.skip_litellm)
@@ -44,9 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (OUT / "latency.json").write_text(json.dumps(result))
     structured_md = None
     if not args.skip_structured and not args.quick:
-        from benchmarks import structured_quality
+        from benchmarks import structured_accuracy, structured_quality
 
         structured_md = structured_quality.to_markdown(structured_quality.run())
+        structured_md += "\n\n" + structured_accuracy.section(structured_accuracy.run())
         print(structured_md)
     profile_md = None
     if not args.quick:

@@ -335,6 +335,11 @@ def main() -> None:
         if structured.exists()
         else None
     )
+    accuracy = out / "structured_accuracy.json"
+    if structured_md and accuracy.exists():
+        from benchmarks import structured_accuracy
+
+        structured_md += "\n\n" + structured_accuracy.section(json.loads(accuracy.read_text()))
     profile = out / "profile.md"
     serving = out / "serving.json"
     serving_md = None

@@ -291,7 +291,11 @@ LABELLED_TASKS: tuple[LabelledTask, ...] = (
         "Extract the patient, the doctor and the weekday of the appointment: 'Peter Hall "
         "will see Dr. Amina Said on Thursday.'",
         Appointment,
-        {"patient": "Peter Hall", "doctor": ("Amina Said", "Dr. Amina Said", "Dr Amina Said"), "weekday": "Thursday"},
+        {
+            "patient": "Peter Hall",
+            "doctor": ("Amina Said", "Dr. Amina Said", "Dr Amina Said"),
+            "weekday": "Thursday",
+        },
     ),
     LabelledTask(
         "ex-address",
@@ -312,8 +316,7 @@ LABELLED_TASKS: tuple[LabelledTask, ...] = (
     LabelledTask(
         "ex-car",
         "extraction",
-        "Extract the car's make, model and year: 'For sale: a 2015 Toyota Corolla, one "
-        "owner.'",
+        "Extract the car's make, model and year: 'For sale: a 2015 Toyota Corolla, one owner.'",
         Car,
         {"make": "Toyota", "model": "Corolla", "year": 2015},
     ),
@@ -463,8 +466,7 @@ LABELLED_TASKS: tuple[LabelledTask, ...] = (
     LabelledTask(
         "ar-bill",
         "arithmetic",
-        "A dinner bill of $90 is split equally between 3 friends. How much does each person "
-        "pay?",
+        "A dinner bill of $90 is split equally between 3 friends. How much does each person pay?",
         Share,
         {"per_person": 30.0},
     ),

@@ -157,9 +157,7 @@ async def run_naive(
             except (openai.OpenAIError, ValidationError, ValueError, IndexError) as exc:
                 error = _one_line(exc)
             latency_ms = (time.perf_counter() - began) * 1000
-            records.append(
-                _record(task, valid, 1, latency_ms, "json_object", error, reply, value)
-            )
+            records.append(_record(task, valid, 1, latency_ms, "json_object", error, reply, value))
     return records
 
 

@@ -128,11 +128,13 @@ def _summary(ours: float, instructor: float, valid: float = 1.0) -> dict[str, An
 
 def test_verdicts_need_both_models_and_every_class_strictly_ahead() -> None:
     met = verdicts({"m1": _summary(0.8, 0.7), "m2": _summary(0.5, 0.4)})
-    assert met["valid_met"] and met["ahead_met"]
+    assert met["valid_met"]
+    assert met["ahead_met"]
 
     tie = verdicts({"m1": _summary(0.8, 0.7), "m2": _summary(0.5, 0.5)})
     assert not tie["ahead_met"]
     assert {g["model"] for g in tie["not_ahead"]} == {"m2"}
 
     invalid = verdicts({"m1": _summary(0.8, 0.7), "m2": _summary(0.5, 0.4, valid=0.98)})
-    assert invalid["ahead_met"] and not invalid["valid_met"]
+    assert invalid["ahead_met"]
+    assert not invalid["valid_met"]
