@@ -325,9 +325,15 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+NOTES = ROOT / "benchmarks" / "structured_ideas.md"
+
+
 def section(result: dict[str, Any]) -> str:
-    """`to_markdown` under its own heading, for RESULTS.md's structured-output section."""
-    return "### From valid to right: the labelled set\n\n" + to_markdown(result)
+    """`to_markdown` under its own heading, then the ideas tried, for RESULTS.md."""
+    text = "### From valid to right: the labelled set\n\n" + to_markdown(result)
+    if NOTES.exists():
+        text += "\n\n" + NOTES.read_text().split("-->", 1)[-1].strip()
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Each variant is a context manager that changes `app.services.llm.structured` for the
 duration of one run of ours (``--variant NAME`` in `benchmarks.structured_accuracy`), so an
 idea can be measured beside the shipped ladder in the same run before it is kept or dropped.
-The figures of every idea, kept or not, are in `benchmarks/RESULTS.md`'s structured section.
+The figures of every idea, kept or not, are in `benchmarks/structured_ideas.md` (appended to
+RESULTS.md's structured section by `benchmarks.structured_accuracy.section`).
 """
 
 from __future__ import annotations
