@@ -3,6 +3,7 @@
 python -m benchmarks            # the full run (about 12 minutes on 2 cores)
 python -m benchmarks --quick    # a few seconds per part; prints the tables, writes no report
 python -m benchmarks serving    # only the serving section (workers, servers, propagation)
+python -m benchmarks structured # only structured output from valid to right (labelled set)
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import serving
 
         return serving.main(argv[1:])
+    if argv[:1] == ["structured"]:
+        from benchmarks import structured_accuracy
+
+        return structured_accuracy.main(argv[1:])
     args = parser.parse_args(argv)
     started = time.monotonic()
     plan = latency.Plan(with_litellm=not args.skip_litellm)
@@ -59,12 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         floors_md = floor.measure(duration=plan.duration, warmup=plan.warmup)
         (OUT / "floors.md").write_text(floors_md)
         print(floors_md)
-    structured_md = structured = None
+    structured_md = structured = accuracy = None
     if not args.skip_structured and not args.quick:
-        from benchmarks import structured_quality
+        from benchmarks import structured_accuracy, structured_quality
 
         structured = structured_quality.run()
         structured_md = structured_quality.to_markdown(structured)
+        accuracy = structured_accuracy.run()
+        structured_md += "\n\n" + structured_accuracy.section(accuracy)
         print(structured_md)
     profile_md = None
     if not args.quick:
@@ -89,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serving_md=serving_md,
             structured=structured,
             floors_md=floors_md,
+            accuracy=accuracy,
         )
         print(f"wrote {path} and {path.parent / 'latency.png'}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")

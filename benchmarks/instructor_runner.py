@@ -30,7 +30,10 @@ from typing import Any
 import instructor
 import openai
 
+from benchmarks.structured_labelled import LABELLED_TASKS
 from benchmarks.structured_tasks import TASKS
+
+TASK_SETS = {"quality": TASKS, "labelled": LABELLED_TASKS}
 
 RAW_CHARS = 600
 
@@ -44,8 +47,9 @@ def run_tasks(
     max_retries: int,
     max_tokens: int,
     task_ids: Sequence[str] | None = None,
+    task_set: str = "quality",
 ) -> dict[str, Any]:
-    """Run every task (or those in `task_ids`) once through instructor; return the records."""
+    """Run every task of `task_set` (or those in `task_ids`) once; return the records."""
     requests = 0
 
     def count_request(request: Any) -> None:
@@ -70,14 +74,15 @@ def run_tasks(
 
     records: list[dict[str, Any]] = []
     wanted = set(task_ids) if task_ids else None
-    for task in TASKS:
+    for task in TASK_SETS[task_set]:
         if wanted is not None and task.task_id not in wanted:
             continue
         requests, last_reply[0] = 0, ""
         error: str | None = None
+        value: dict[str, Any] | None = None
         began = time.perf_counter()
         try:
-            client.chat.completions.create(
+            result = client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": task.prompt}],
                 response_model=task.model,
@@ -86,6 +91,7 @@ def run_tasks(
                 seed=seed,
                 max_tokens=max_tokens,
             )
+            value = result.model_dump(mode="json")
             valid = True
         except Exception as exc:  # every failure counts as "no valid instance"
             valid = False
@@ -101,6 +107,7 @@ def run_tasks(
                 "mode": instructor.Mode.JSON_SCHEMA.value,
                 "error": error,
                 "reply": last_reply[0][:RAW_CHARS],
+                "value": value,
             }
         )
     http_client.close()
@@ -130,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--task", action="append", dest="tasks", help="only this task id")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--task-set", choices=sorted(TASK_SETS), default="quality")
     args = parser.parse_args(argv)
     report = run_tasks(
         args.base_url,
@@ -139,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_retries=args.max_retries,
         max_tokens=args.max_tokens,
         task_ids=args.tasks,
+        task_set=args.task_set,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))

@@ -261,7 +261,11 @@ STRUCTURED_VALID = 0.99
 KNEE_SHARE = 0.9  # as benchmarks.latency.KNEE_SHARE (not imported: report runs without it)
 
 
-def targets(result: dict[str, Any], structured: dict[str, Any] | None = None) -> str:
+def targets(
+    result: dict[str, Any],
+    structured: dict[str, Any] | None = None,
+    accuracy: dict[str, Any] | None = None,
+) -> str:
     """Every goal of the issue for one worker, each with this run's figure and a verdict.
 
     A goal whose figure this run could not produce (a target that completed nothing, a part
@@ -351,7 +355,26 @@ def targets(result: dict[str, Any], structured: dict[str, Any] | None = None) ->
         add(name, "not measured", None)
     figure, ok = structured_target(structured)
     add(f"structured output: ours >= {100 * STRUCTURED_VALID:.0f} % valid", figure, ok)
+    for name, (figure, ok) in accuracy_targets(accuracy).items():
+        add(name, figure, ok)
     return "\n".join(rows)
+
+
+def accuracy_targets(accuracy: dict[str, Any] | None) -> dict[str, tuple[str, bool | None]]:
+    """The labelled set's two goals (ours, every model) with figures and verdicts."""
+    valid_goal = f"labelled set: ours >= {100 * STRUCTURED_VALID:.0f} % valid on every model"
+    ahead_goal = "labelled set: ours' fields right ahead of instructor on every task class"
+    verdict = (accuracy or {}).get("verdicts", {}).get("ours")
+    if not verdict:
+        return {valid_goal: ("not run", None), ahead_goal: ("not run", None)}
+    valid = ", ".join(f"{m} {100 * v:.1f} %" for m, v in verdict["valid_share"].items())
+    behind = "; ".join(
+        f"{g['model']} {g['task_class']}: {100 * (g['ours'] or 0):.1f} vs "
+        f"{100 * (g['instructor'] or 0):.1f} %"
+        for g in verdict["not_ahead"]
+    )
+    ahead = f"not ahead on {behind}" if behind else "ahead on every class"
+    return {valid_goal: (valid, verdict["valid_met"]), ahead_goal: (ahead, verdict["ahead_met"])}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -402,6 +425,7 @@ def write(
     serving_md: str | None = None,
     structured: dict[str, Any] | None = None,
     floors_md: str | None = None,
+    accuracy: dict[str, Any] | None = None,
 ) -> Path:
     """Write RESULTS.md and the plot; return the RESULTS.md path."""
     plot(latency, HERE / "latency.png")
@@ -430,7 +454,7 @@ def write(
         "this run could not measure (a part skipped, a target that completed nothing) is "
         "*not measured*, never met.",
         "",
-        targets(latency, structured),
+        targets(latency, structured, accuracy),
         "",
         "## Non-streaming chat completions",
         "",
@@ -532,6 +556,12 @@ def main() -> None:
     structured_path = out / "structured_quality.json"
     structured = json.loads(structured_path.read_text()) if structured_path.exists() else None
     structured_md = structured_quality.to_markdown(structured) if structured else None
+    accuracy_path = out / "structured_accuracy.json"
+    accuracy = json.loads(accuracy_path.read_text()) if accuracy_path.exists() else None
+    if structured_md and accuracy:
+        from benchmarks import structured_accuracy
+
+        structured_md += "\n\n" + structured_accuracy.section(accuracy)
     profile = out / "profile.md"
     serving = out / "serving.json"
     serving_md = None
@@ -550,6 +580,7 @@ def main() -> None:
             serving_md,
             structured,
             floors.read_text() if floors.exists() else None,
+            accuracy,
         )
     )
 

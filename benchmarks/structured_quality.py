@@ -98,7 +98,7 @@ async def run_ours(
     records: list[Record] = []
     for task in tasks:
         service.requests = 0
-        valid, mode, error, reply = False, None, None, ""
+        valid, mode, error, reply, value = False, None, None, "", None
         began = time.perf_counter()
         try:
             result = await generate_structured(
@@ -110,13 +110,14 @@ async def run_ours(
                 max_tokens=max_tokens,
             )
             valid, mode, reply = True, str(result.mode), result.raw_text
+            value = result.value.model_dump(mode="json")
         except LLMValidationError as exc:
             error, reply = _one_line(exc), exc.raw_text
         except LLMError as exc:
             error = _one_line(exc)
         latency_ms = (time.perf_counter() - began) * 1000
         records.append(
-            _record(task, valid, service.requests, latency_ms, mode, error, reply),
+            _record(task, valid, service.requests, latency_ms, mode, error, reply, value),
         )
     return records
 
@@ -139,7 +140,7 @@ async def run_naive(
         http_client=openai.DefaultAsyncHttpxClient(trust_env=False, timeout=300.0),
     ) as client:
         for task in tasks:
-            valid, error, reply = False, None, ""
+            valid, error, reply, value = False, None, "", None
             began = time.perf_counter()
             try:
                 response = await client.chat.completions.create(
@@ -151,12 +152,12 @@ async def run_naive(
                     max_tokens=max_tokens,
                 )
                 reply = response.choices[0].message.content or ""
-                task.model.model_validate_json(reply)
+                value = task.model.model_validate_json(reply).model_dump(mode="json")
                 valid = True
             except (openai.OpenAIError, ValidationError, ValueError, IndexError) as exc:
                 error = _one_line(exc)
             latency_ms = (time.perf_counter() - began) * 1000
-            records.append(_record(task, valid, 1, latency_ms, "json_object", error, reply))
+            records.append(_record(task, valid, 1, latency_ms, "json_object", error, reply, value))
     return records
 
 
@@ -168,6 +169,7 @@ async def run_instructor(
     temperature: float,
     max_tokens: int,
     max_retries: int,
+    task_set: str = "quality",
 ) -> tuple[list[Record], dict[str, Any]]:
     """Approach (c): `benchmarks.instructor_runner` in the instructor venv, as a subprocess.
 
@@ -195,6 +197,8 @@ async def run_instructor(
             str(max_tokens),
             "--output",
             str(output),
+            "--task-set",
+            task_set,
         ]
         for task in tasks:
             command += ["--task", task.task_id]
@@ -219,6 +223,7 @@ def _record(
     mode: str | None,
     error: str | None,
     reply: str,
+    value: dict[str, Any] | None = None,
 ) -> Record:
     return {
         "task_id": task.task_id,
@@ -229,6 +234,7 @@ def _record(
         "mode": mode,
         "error": error,
         "reply": reply[:RAW_CHARS],
+        "value": value,
     }
 
 

