@@ -85,7 +85,7 @@ def test_no_secret_in_debug_logs(fuzz_app: RunningApp) -> None:
     text = fuzz_app.log_text()
     # The capture works: DEBUG lines from the app and from the libraries under it.
     assert "DEBUG:app." in text, text[:2000]
-    assert "DEBUG:openai." in text, text[:2000]
+    assert re.search(r"^DEBUG:(?!app\.)\w", text, re.MULTILINE), text[:2000]
     leaked = [
         secret[:6] + "…" for secret in [*fuzz_app.secrets, *minted, *hashes] if secret in text
     ]
