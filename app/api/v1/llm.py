@@ -178,7 +178,7 @@ def _json(value: Any) -> str:
 
 
 @router.post("/stream", response_class=EventSourceResponse)
-async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceResponse:
+async def stream(body: GenerateRequest, settings: SettingsDep) -> Response:
     """Server-sent events: `delta` per piece of text, then `done` (usage, latency) or `error`.
 
     Failures before the first piece answer with an HTTP error status instead.
@@ -207,4 +207,4 @@ async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceRes
     def render_error(kind: str, message: str) -> ServerSentEvent:
         return ServerSentEvent(_json({"type": kind, "detail": message}), event="error")
 
-    return await sse_response(chunks, render, render_error)
+    return sse_response(chunks, render, render_error)
