@@ -11,12 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.direct_routes import direct_routes
 from app.api.docs_page import mount_api_docs
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.openai_compat import router as openai_router
 from app.api.shutdown import drain_on_sigterm
 from app.api.v1 import api_router
+from app.api.v1.llm import router as llm_router
 from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
@@ -93,6 +95,11 @@ def create_app() -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
+    # The hot routes first, served without per-request dependency solving; their
+    # declarations in the routers below are what the OpenAPI document describes.
+    app.router.routes.extend(
+        [*direct_routes(openai_router), *direct_routes(llm_router, prefix=api_router.prefix)]
+    )
     app.include_router(api_router)
     app.include_router(openai_router)
     mount_admin_page(app)

@@ -106,6 +106,12 @@ def caller_is_admin(request: Request) -> bool:
     return isinstance(user, User) and user.is_superuser
 
 
+async def current_user_of(request: Request) -> User:
+    """`get_current_user` with its own dependencies resolved here, for the routes served
+    without FastAPI's dependency solving (`app.api.direct_routes`)."""
+    return await get_current_user(request, get_settings(), await _bearer(request))
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import SettingsDep, caller_is_admin, get_current_user
@@ -221,9 +221,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest, settings: SettingsDep
-) -> Response | EventSourceResponse:
+async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -> Response:
     """OpenAI's chat completions, relayed to the chosen provider (streaming included)."""
     if (unsupported := _unsupported(body)) is not None:
         return openai_error(
@@ -300,7 +298,7 @@ async def chat_completions(
     opening = event(
         [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
     )
-    return await sse_response(
+    return sse_response(
         service.stream_chunks(messages, **params),
         render,
         render_error,

@@ -7,8 +7,7 @@ it stops accepting, lets in-flight requests and streams finish within its gracef
 (`serve` sets it to what is left of `shutdown_grace_seconds`), and runs the lifespan
 shutdown, which closes the upstream clients and the database pool.
 
-sse-starlette ends every open stream as soon as uvicorn starts shutting down; that is
-switched off here, so streams end when their answer does (or when the grace runs out).
+Streams (`app.api.streaming`) end when their answer does, or when the grace runs out.
 Nothing here runs per request: the readiness route reads one flag.
 """
 
@@ -21,7 +20,6 @@ import threading
 from types import FrameType
 
 import uvicorn
-from sse_starlette.sse import AppStatus
 
 logger = logging.getLogger("app.shutdown")
 
@@ -62,5 +60,4 @@ def drain_on_sigterm(drain_seconds: int) -> bool:
         loop.call_soon_threadsafe(loop.call_later, drain_seconds, server.handle_exit, signum, None)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    AppStatus.enable_automatic_graceful_drain = False  # the drain and the grace decide
     return True

@@ -144,8 +144,8 @@ async def generate(body: GenerateRequest, settings: SettingsDep) -> Response:
     return Response(reply.model_dump_json(), media_type="application/json")
 
 
-@router.post("/structured")
-async def structured(body: StructuredRequest, settings: SettingsDep) -> StructuredResponse:
+@router.post("/structured", response_model=StructuredResponse)
+async def structured(body: StructuredRequest, settings: SettingsDep) -> Response:
     """JSON that validates against `schema`; 422 with the last raw reply if none did."""
     guarded = await _guarded(body)
     chosen = await _service(body, settings)
@@ -162,7 +162,7 @@ async def structured(body: StructuredRequest, settings: SettingsDep) -> Structur
             max_tokens=body.max_tokens,
         ),
     )
-    return StructuredResponse(
+    reply = StructuredResponse(
         data=result.value,
         provider=result.provider or chosen.provider,
         model=result.model or chosen.model,
@@ -170,6 +170,7 @@ async def structured(body: StructuredRequest, settings: SettingsDep) -> Structur
         mode=result.mode,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+    return Response(reply.model_dump_json(), media_type="application/json")
 
 
 def _json(value: Any) -> str:
@@ -177,7 +178,7 @@ def _json(value: Any) -> str:
 
 
 @router.post("/stream", response_class=EventSourceResponse)
-async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceResponse:
+async def stream(body: GenerateRequest, settings: SettingsDep) -> Response:
     """Server-sent events: `delta` per piece of text, then `done` (usage, latency) or `error`.
 
     Failures before the first piece answer with an HTTP error status instead.
@@ -206,4 +207,4 @@ async def stream(body: GenerateRequest, settings: SettingsDep) -> EventSourceRes
     def render_error(kind: str, message: str) -> ServerSentEvent:
         return ServerSentEvent(_json({"type": kind, "detail": message}), event="error")
 
-    return await sse_response(chunks, render, render_error)
+    return sse_response(chunks, render, render_error)

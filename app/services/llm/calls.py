@@ -235,7 +235,10 @@ class ProviderService(PromptCalls):
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
 
         Retries only until the first text has been yielded. Closing the iterator early
-        (a client that went away) closes the upstream connection at once.
+        (a client that went away) closes the upstream connection at once. When the wire
+        says that the upstream accepted the request (an empty chunk before any text, see
+        `ProviderWire.stream`), one empty chunk is passed on, so that a caller can start
+        its response while the model thinks.
         """
         request = ChatRequest(
             self.model, messages, temperature, max_tokens, response_format, seed, stop
@@ -268,6 +271,7 @@ class ProviderService(PromptCalls):
         self, request: ChatRequest, started: float
     ) -> AsyncIterator[StreamChunk]:
         attempt = 0
+        accepted = False
         while True:
             stream = self.wire.stream(dataclasses.replace(request, attempt=attempt))
             yielded = 0
@@ -286,6 +290,9 @@ class ProviderService(PromptCalls):
                             ).observe(time.perf_counter() - started)
                         yielded += 1
                         yield StreamChunk(text=chunk.text, reasoning=chunk.reasoning)
+                    elif not accepted and chunk.finish_reason is None:
+                        yield StreamChunk()  # the upstream accepted: nothing to show yet
+                    accepted = True
                 if finish_reason is None:
                     raise LLMUpstreamError(
                         f"The stream from {self.display_name} at {self.upstream} ended before "

@@ -129,7 +129,12 @@ class ProviderWire(Protocol):
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """The completion as it arrives. Chunks without text are allowed (keep-alives);
         the last one carries `finish_reason` and, when the upstream reports it, `usage`.
-        A stream that ends without a finish reason is treated as broken off."""
+        A stream that ends without a finish reason is treated as broken off.
+
+        A wire should yield an empty chunk as soon as the upstream accepted the request
+        (its status said 200), before waiting for the first event: the SSE relay then
+        sends its response headers while the model thinks, and what fails after that
+        reaches the caller as an in-stream error event rather than an HTTP status."""
         ...
 
     async def list_models(self) -> list[ModelInfo]:
@@ -228,7 +233,8 @@ class LLMService(Protocol):
         seed: int | None = None,
         stop: str | list[str] | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """A completion as it arrives; the last chunk carries finish reason and usage."""
+        """A completion as it arrives; the last chunk carries finish reason and usage.
+        An empty chunk before the first text says that the upstream accepted the request."""
         ...
 
     async def list_models(self) -> list[ModelInfo]:
