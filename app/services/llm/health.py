@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from app.core.config import LLMProvider, Settings
-from app.services.llm.errors import LLMError
+from app.services.llm.errors import LLMConfigurationError, LLMError
 from app.services.llm.factory import build_service
 from app.services.llm.providers import PROVIDERS
 from app.services.llm.providers.base import needs_no_credentials
@@ -94,6 +94,9 @@ async def _check(
     try:
         async with asyncio.timeout(deadline):
             count = len(await service.list_models())
+    except LLMConfigurationError as exc:
+        # Found only when asked (Bedrock's credential chain): not configured, not down.
+        return health(False, None, None, None, exc.message)
     except LLMError as exc:
         return health(True, False, None, None, exc.message)
     except TimeoutError:

@@ -51,6 +51,7 @@ async def test_admin_only(
     assert not _rest_calls(upstream, "/api/v1/models/load")
 
 
+@pytest.mark.usefixtures("no_aws_credentials")
 async def test_health_reports_each_provider(
     client: httpx.AsyncClient, llm_env: LLMEnv, upstream: StandInServer, admin_headers: Headers
 ) -> None:
@@ -76,6 +77,9 @@ async def test_health_reports_each_provider(
         "ollama": (True, False),
         "bedrock": (False, True),
     }
+    assert by_name["bedrock"]["configured"] is False  # no credentials: not "unreachable"
+    assert by_name["bedrock"]["reachable"] is None
+    assert "No AWS credentials were found" in by_name["bedrock"]["error"]
 
 
 async def test_health_with_a_key_set_reports_it_without_showing_it(
