@@ -274,6 +274,7 @@ async def test_a_model_name_its_provider_lacks_is_saved_with_a_warning(
     await open_settings(page)
     await page.get_by_label("OpenRouter model", exact=True).fill("acme/not-a-model")
     await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#settings-warnings")).to_be_visible()
     warnings = page.locator("#settings-warnings li")
     await expect(warnings).to_have_count(1)
     await expect(warnings).to_contain_text("acme/not-a-model")

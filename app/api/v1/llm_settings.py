@@ -255,18 +255,18 @@ async def read_setting_fields(
                 pick="list" if spec.local else "type",
             )
         )
-    saved_chain = row.fallback_providers if row is not None else []
+    chain_source: Literal["database", "environment", "unset"] = "unset"
+    if row is not None and row.fallback_providers:
+        chain_source = "database"
+    elif env_fallbacks(settings):
+        chain_source = "environment"
     fields.append(
         SettingField(
             name="fallback_providers",
             label="Fallback order",
             kind="fallback",
             value=", ".join(e.provider.value for e in effective.fallbacks) or None,
-            source="database"
-            if saved_chain
-            else "environment"
-            if env_fallbacks(settings)
-            else "unset",
+            source=chain_source,
             env="LLM_FALLBACK_PROVIDERS",
         )
     )
