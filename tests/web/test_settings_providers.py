@@ -191,6 +191,9 @@ async def test_fallback_order_is_edited_by_keyboard_and_saved_as_the_api_returns
     await page.get_by_role("button", name="Move OpenRouter up").focus()
     await page.keyboard.press("Enter")
     await expect(entries.locator("strong")).to_have_text(["OpenRouter", "Ollama"])
+    await expect(page.locator("#fallback-status")).to_have_text(
+        "OpenRouter moved to position 1 of 2."
+    )
     # The first entry cannot go up: the keyboard stays on the moved entry, on "down".
     await expect(page.get_by_role("button", name="Move OpenRouter down")).to_be_focused()
 

@@ -46,10 +46,16 @@ function cloudSentence() {
   );
 }
 
+/** Say what changed to a screen reader (the list itself changes silently). */
+function announce(text) {
+  $("#fallback-status").textContent = text;
+}
+
 function move(index, step, focusClass) {
   const [entry] = state.entries.splice(index, 1);
   state.entries.splice(index + step, 0, entry);
   render();
+  announce(`${nameOf(entry.provider)} moved to position ${index + step + 1} of ${state.entries.length}.`);
   const row = $(`#fallback-list li[data-fallback="${entry.provider}"]`);
   // Keep the keyboard where it was; at an end that button is disabled, so use the other one.
   const button = $(`.${focusClass}`, row);
@@ -57,17 +63,19 @@ function move(index, step, focusClass) {
 }
 
 function remove(index) {
-  state.entries.splice(index, 1);
+  const [entry] = state.entries.splice(index, 1);
   render();
+  announce(`${nameOf(entry.provider)} removed from the fallback order.`);
   const next = document.querySelectorAll("#fallback-list .remove")[index] ?? document.querySelectorAll("#fallback-list .remove")[index - 1];
   (next ?? $("#fallback-add")).focus();
 }
 
 function add() {
-  const select = $("#fallback-add");
-  if (!select.value) return;
-  state.entries.push({ provider: select.value, allow_cloud: false });
+  const provider = $("#fallback-add").value;
+  if (!provider) return;
+  state.entries.push({ provider, allow_cloud: false });
   render();
+  announce(`${nameOf(provider)} added at position ${state.entries.length}.`);
   $("#fallback-add").focus();
 }
 
