@@ -14,6 +14,8 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer
+from tests.upstream.ollama_server import OllamaStandIn
+from tests.upstream.openrouter_server import OpenRouterStandIn
 from tests.web.conftest import DESKTOP, PHONE, log_in
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -31,6 +33,7 @@ async def _shoot(page: Page, name: str) -> None:
     await page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.usefixtures("no_aws_credentials")
 @pytest.mark.parametrize(("label", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 async def test_screenshots(
     page: Page,
@@ -44,15 +47,36 @@ async def test_screenshots(
         ["qwen2.5-7b-instruct", "llama-3.2-3b-instruct", "mistral-7b-instruct", "nomic-embed-text"],
         loaded=["qwen2.5-7b-instruct", "llama-3.2-3b-instruct"],
     )
-    llm_env.set(lmstudio_model="llama-3.2-3b-instruct")
-    await page.set_viewport_size(viewport)
-    await log_in(page)
-    await expect(page.locator('[data-provider="lmstudio"] .model-count')).to_have_text("4")
-    await _shoot(page, f"{label}-providers")
+    with (
+        OllamaStandIn(
+            models={"llama3.2:latest": 131072, "qwen3:0.6b": 40960}, loaded={"qwen3:0.6b": 8192}
+        ) as ollama,
+        OpenRouterStandIn() as openrouter,
+    ):
+        llm_env.set(
+            lmstudio_model="llama-3.2-3b-instruct",
+            ollama_base_url=ollama.base_url,
+            ollama_model="qwen3:0.6b",
+            openrouter_base_url=openrouter.base_url,
+            openrouter_api_key=openrouter.api_key,
+            openrouter_model="openai/gpt-4o",
+            llm_fallback_providers=["ollama", "openrouter"],
+            llm_fallback_allow_cloud=["openrouter"],
+        )
+        await page.set_viewport_size(viewport)
+        await log_in(page)
+        await expect(page.locator('[data-provider="lmstudio"] .model-count')).to_have_text("4")
+        await expect(page.locator('[data-provider="ollama"] .model-count')).to_have_text("2")
+        await _shoot(page, f"{label}-providers")
 
-    await page.goto("/admin/#settings")
-    await expect(page.get_by_label("LM Studio model", exact=True)).to_be_enabled()
-    await _shoot(page, f"{label}-settings")
+        await page.goto("/admin/#settings")
+        await expect(page.get_by_label("LM Studio model", exact=True)).to_be_enabled()
+        await expect(page.get_by_label("Ollama model", exact=True)).to_be_enabled()
+        await expect(page.locator("#setting-openrouter_model-note")).to_contain_text("2 models")
+        await page.get_by_label("OpenRouter model", exact=True).fill("acme/not-a-model")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#settings-warnings")).to_be_visible()
+        await _shoot(page, f"{label}-settings")
 
     await page.goto("/admin/#models")
     await expect(page.locator('tr[data-model="mistral-7b-instruct"]')).to_be_visible()

@@ -10,6 +10,11 @@ function yesNo(value, yes, no, unknown = "not checked") {
   return value ? badge(yes, "ok") : badge(no, "bad");
 }
 
+function keyWords(item) {
+  if (!item.needs_key) return "not needed";
+  return item.key_set ? "set" : "missing";
+}
+
 function card(item) {
   const button = h("button", { type: "button", className: "ghost small" }, "Test connection");
   const node = h(
@@ -19,6 +24,7 @@ function card(item) {
       "h3",
       {},
       item.display_name,
+      badge(item.local ? "local" : "cloud"),
       item.active ? badge("active", "accent") : null,
       item.configured ? yesNo(item.reachable, "reachable", "unreachable") : badge("not configured", "warn"),
     ),
@@ -29,8 +35,8 @@ function card(item) {
       h("dd", { className: "latency" }, item.latency_ms === null ? "—" : `${Math.round(item.latency_ms)} ms`),
       h("dt", {}, "Models"),
       h("dd", { className: "model-count" }, item.model_count ?? "—"),
-      h("dt", {}, "API key"),
-      h("dd", {}, item.key_set ? "set" : "not set"),
+      h("dt", {}, "Key"),
+      h("dd", { className: "key" }, keyWords(item)),
       h("dt", {}, "Model"),
       h("dd", {}, item.model ?? "none chosen"),
       h("dt", {}, "URL"),

@@ -1,123 +1,97 @@
 // Settings: every field the API describes (GET /api/v1/llm-settings/fields), where its value
-// comes from, the models discovery offers, and saving with PATCH /api/v1/llm-settings.
+// comes from, each provider's model picked from what discovery offers, the fallback order,
+// and saving it all with one PATCH /api/v1/llm-settings, whose warnings are shown.
 // A new provider or field arrives as data from the API: nothing here names one.
 
 import { api } from "./api.js";
 import { $, busy, h, say } from "./dom.js";
+import { fallbackChanges, initFallback, setActiveProvider, showFallback } from "./fallback.js";
+import { forgetDiscoveries, modelControl } from "./modelpicker.js";
 
 const SOURCE_WORDS = { database: "saved", environment: "from the environment", unset: "not set" };
 let fields = [];
-let discoveries = new Map(); // discovery URL -> Promise of the detail body
-
-function describeModel(model) {
-  const parts = [];
-  if (model.state) parts.push(model.state === "loaded" ? "loaded" : "not loaded");
-  if (model.max_context_length) parts.push(`${model.max_context_length.toLocaleString("en-US")} tokens`);
-  if (model.type && model.type !== "llm") parts.push(model.type);
-  return parts.length ? `${model.id} — ${parts.join(" · ")}` : model.id;
-}
-
-function discover(url) {
-  if (!discoveries.has(url)) discoveries.set(url, api(url));
-  return discoveries.get(url);
-}
 
 function providerControl(field, id) {
   return h(
     "select",
-    { id, name: field.name },
+    { id, name: field.name, onchange: (event) => setActiveProvider(event.target.value) },
     field.choices.map((choice) =>
       h("option", { value: choice.value, selected: choice.value === field.value }, `${choice.label} (${choice.value})`),
     ),
   );
 }
 
-function textControl(field, id) {
-  return h("input", { id, name: field.name, value: field.value ?? "", placeholder: "model name", autocomplete: "off" });
-}
-
-function modelControl(field, id, note) {
-  if (!field.discovery) return textControl(field, id);
-  const select = h("select", { id, name: field.name, disabled: true }, h("option", { value: field.value ?? "" }, field.value ?? "Loading models…"));
-  note.textContent = "Asking the provider for its models…";
-  discover(field.discovery)
-    .then((detail) => {
-      const options = detail.models.map((model) =>
-        h("option", { value: model.id, selected: model.id === field.value }, describeModel(model)),
-      );
-      if (field.value && !detail.models.some((model) => model.id === field.value)) {
-        options.unshift(h("option", { value: field.value, selected: true }, `${field.value} — not on the server`));
-      }
-      if (!field.value) options.unshift(h("option", { value: "", selected: true }, "— choose a model —"));
-      select.replaceChildren(...options);
-      select.disabled = false;
-      const loaded = detail.loaded.length;
-      note.classList.toggle("error", Boolean(detail.message));
-      note.textContent = detail.message ?? `${detail.models.length} models at ${detail.base_url}, ${loaded} loaded.`;
-    })
-    .catch((error) => {
-      // Discovery failed (server down, too old…): say why, and let the admin type a name.
-      const input = textControl(field, id);
-      select.replaceWith(input);
-      note.classList.add("error");
-      note.textContent = `${error.message} You can still type a model name.`;
-    });
-  return select;
-}
-
 function render() {
-  const container = $("#settings-fields");
-  container.replaceChildren(
-    ...fields.map((field) => {
-      const id = `setting-${field.name}`;
-      const note = h("p", { className: "note", id: `${id}-note` });
-      const control = field.kind === "provider" ? providerControl(field, id) : modelControl(field, id, note);
-      control.setAttribute("aria-describedby", note.id);
-      return h(
-        "div",
-        { className: "field", dataset: { field: field.name } },
-        h(
+  $("#settings-fields").replaceChildren(
+    ...fields
+      .filter((field) => field.kind !== "fallback")
+      .map((field) => {
+        const id = `setting-${field.name}`;
+        const note = h("p", { className: "note", id: `${id}-note` });
+        const controls = field.kind === "provider" ? [providerControl(field, id)] : modelControl(field, id, note);
+        controls[0].setAttribute("aria-describedby", note.id);
+        return h(
           "div",
-          { className: "field-head" },
-          h("label", { htmlFor: id }, field.label),
-          h("span", { className: "source" }, `${SOURCE_WORDS[field.source] ?? field.source} · ${field.env}`),
-        ),
-        control,
-        note,
-      );
-    }),
+          { className: "field", dataset: { field: field.name } },
+          h(
+            "div",
+            { className: "field-head" },
+            h("label", { htmlFor: id }, field.label),
+            h("span", { className: "source" }, `${SOURCE_WORDS[field.source] ?? field.source} · ${field.env}`),
+          ),
+          ...controls,
+          note,
+        );
+      }),
   );
 }
 
 async function load() {
-  discoveries = new Map();
-  const message = $("#settings-message");
+  forgetDiscoveries();
   try {
-    fields = await api("/api/v1/llm-settings/fields");
+    const [described, settings] = await Promise.all([api("/api/v1/llm-settings/fields"), api("/api/v1/llm-settings")]);
+    fields = described;
     render();
+    showFallback(settings, fields.find((field) => field.kind === "fallback"));
   } catch (error) {
-    say(message, error.message, "error");
+    say($("#settings-message"), error.message, "error");
   }
+}
+
+function changes() {
+  const found = {};
+  for (const field of fields.filter((f) => f.kind !== "fallback")) {
+    const value = document.getElementById(`setting-${field.name}`)?.value.trim();
+    if (value && value !== field.value) found[field.name] = value;
+  }
+  const chain = fallbackChanges();
+  if (chain) found.fallback_providers = chain;
+  return found;
+}
+
+/** The warnings a save answered with, as a list the admin cannot miss (or nothing). */
+function showWarnings(warnings) {
+  const box = $("#settings-warnings");
+  box.hidden = !warnings.length;
+  $("#settings-warnings-list").replaceChildren(...warnings.map((text) => h("li", {}, text)));
 }
 
 async function save(event) {
   event.preventDefault();
   const message = $("#settings-message");
-  const changes = {};
-  for (const field of fields) {
-    const control = document.getElementById(`setting-${field.name}`);
-    const value = control?.value.trim();
-    if (value && value !== field.value) changes[field.name] = value;
-  }
-  if (!Object.keys(changes).length) {
+  showWarnings([]);
+  const body = changes();
+  if (!Object.keys(body).length) {
     say(message, "Nothing changed.", "info");
     return;
   }
   await busy($("#settings-save"), "Saving…", async () => {
     try {
-      const saved = await api("/api/v1/llm-settings", { method: "PATCH", json: changes });
-      say(message, `Saved: ${saved.provider} with model ${saved.model ?? "(none)"}. The next call uses it.`);
-      await load();
+      const saved = await api("/api/v1/llm-settings", { method: "PATCH", json: body });
+      await load(); // first, so that what the message describes is what the form shows
+      const chain = saved.fallback_providers.map((e) => e.provider).join(" → ") || "none";
+      say(message, `Saved: ${saved.provider} with model ${saved.model ?? "(none)"}, fallback ${chain}. The next call uses it.`);
+      showWarnings(saved.warnings ?? []);
     } catch (error) {
       say(message, error.message, "error");
     }
@@ -126,9 +100,11 @@ async function save(event) {
 
 export function initSettings({ first }) {
   if (first) {
+    initFallback();
     $("#settings-form").addEventListener("submit", save);
     $("#settings-reload").addEventListener("click", () => {
       say($("#settings-message"), "");
+      showWarnings([]);
       load();
     });
   }

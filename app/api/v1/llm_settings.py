@@ -36,6 +36,7 @@ from app.services.llm import (
     check_providers,
     discover_models,
     discovery_service,
+    env_fallbacks,
     env_model,
     lmstudio_service,
     load_effective_settings,
@@ -184,11 +185,8 @@ async def list_provider_models(
 # ── the admin page's view: fields, health, model management ─────────────────
 
 
-def _discovery(provider: LLMProvider) -> str | None:
-    """Where the page lists a model's choices: a local provider's (what is downloaded there);
-    a cloud provider's list is long and its names well known, so those are typed."""
-    if not PROVIDERS[provider].local:
-        return None
+def _discovery(provider: LLMProvider) -> str:
+    """Where the page asks for the models a provider offers."""
     return f"/api/v1/llm-settings/{provider.value}/models?detail=true"
 
 
@@ -207,14 +205,18 @@ class SettingField:
     name: str
     """The key in a PATCH /api/v1/llm-settings body."""
     label: str
-    kind: Literal["provider", "model"]
+    kind: Literal["provider", "model", "fallback"]
     value: str | None
+    """A fallback chain's value is its providers' names, comma-separated (as in the env)."""
     source: Literal["database", "environment", "unset"]
     env: str
     """The environment variable that supplies the default."""
     provider: LLMProvider | None = None
     choices: list[Choice] | None = None
     discovery: str | None = None
+    pick: Literal["list", "type"] | None = None
+    """A model's: chosen from discovery's list (a local provider's downloaded models), or
+    typed with that list as suggestions (a cloud provider's list is long, its names known)."""
 
 
 @router.get("/fields")
@@ -250,8 +252,24 @@ async def read_setting_fields(
                 env=f"{spec.env_prefix}_MODEL",
                 provider=provider,
                 discovery=_discovery(provider),
+                pick="list" if spec.local else "type",
             )
         )
+    chain_source: Literal["database", "environment", "unset"] = "unset"
+    if row is not None and row.fallback_providers:
+        chain_source = "database"
+    elif env_fallbacks(settings):
+        chain_source = "environment"
+    fields.append(
+        SettingField(
+            name="fallback_providers",
+            label="Fallback order",
+            kind="fallback",
+            value=", ".join(e.provider.value for e in effective.fallbacks) or None,
+            source=chain_source,
+            env="LLM_FALLBACK_PROVIDERS",
+        )
+    )
     return fields
 
 

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 
 from app.core.config import LLMProvider, Settings
-from app.services.llm.errors import LLMError
+from app.services.llm.errors import LLMConfigurationError, LLMError
 from app.services.llm.factory import build_service
 from app.services.llm.providers import PROVIDERS
+from app.services.llm.providers.base import needs_no_credentials
 from app.services.llm.settings import EffectiveLLMSettings
 
 HEALTH_TIMEOUT = 5.0
@@ -29,6 +30,10 @@ class ProviderHealth:
     configured: bool
     model: str | None
     base_url: str
+    local: bool
+    """Runs on the admin's own machines: no data leaves them."""
+    needs_key: bool
+    """False for a provider used without a key or credentials."""
     key_set: bool
     reachable: bool | None
     """None when the provider was not asked (not configured)."""
@@ -71,6 +76,8 @@ async def _check(
             configured=configured,
             model=model,
             base_url=spec.base_url(settings),
+            local=spec.local,
+            needs_key=spec.missing_credentials is not needs_no_credentials,
             key_set=spec.credentials_set(settings),
             reachable=reachable,
             latency_ms=latency,
@@ -87,6 +94,9 @@ async def _check(
     try:
         async with asyncio.timeout(deadline):
             count = len(await service.list_models())
+    except LLMConfigurationError as exc:
+        # Found only when asked (Bedrock's credential chain): not configured, not down.
+        return health(False, None, None, None, exc.message)
     except LLMError as exc:
         return health(True, False, None, None, exc.message)
     except TimeoutError:

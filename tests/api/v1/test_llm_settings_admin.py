@@ -51,6 +51,7 @@ async def test_admin_only(
     assert not _rest_calls(upstream, "/api/v1/models/load")
 
 
+@pytest.mark.usefixtures("no_aws_credentials")
 async def test_health_reports_each_provider(
     client: httpx.AsyncClient, llm_env: LLMEnv, upstream: StandInServer, admin_headers: Headers
 ) -> None:
@@ -69,6 +70,16 @@ async def test_health_reports_each_provider(
     assert openai["configured"] is False
     assert openai["reachable"] is None
     assert "OPENAI_API_KEY" in openai["error"]
+    assert {p: (by_name[p]["local"], by_name[p]["needs_key"]) for p in by_name} == {
+        "lmstudio": (True, False),
+        "openai": (False, True),
+        "openrouter": (False, True),
+        "ollama": (True, False),
+        "bedrock": (False, True),
+    }
+    assert by_name["bedrock"]["configured"] is False  # no credentials: not "unreachable"
+    assert by_name["bedrock"]["reachable"] is None
+    assert "No AWS credentials were found" in by_name["bedrock"]["error"]
 
 
 async def test_health_with_a_key_set_reports_it_without_showing_it(
@@ -140,10 +151,14 @@ async def test_fields_say_where_each_value_comes_from(
         "env": "OPENAI_MODEL",
         "provider": "openai",
         "choices": None,
-        "discovery": None,
+        "discovery": "/api/v1/llm-settings/openai/models?detail=true",
+        "pick": "type",
     }
     assert fields["lmstudio_model"]["source"] == "unset"
     assert fields["lmstudio_model"]["discovery"].endswith("/lmstudio/models?detail=true")
+    assert fields["lmstudio_model"]["pick"] == "list"
+    assert fields["fallback_providers"]["source"] == "unset"
+    assert fields["fallback_providers"]["value"] is None
 
     saved = await client.patch(
         "/api/v1/llm-settings", json={"lmstudio_model": "codellama-7b"}, headers=admin_headers
@@ -154,6 +169,29 @@ async def test_fields_say_where_each_value_comes_from(
     assert fields["lmstudio_model"]["source"] == "database"
     assert fields["lmstudio_model"]["value"] == "codellama-7b"
     assert fields["openai_model"]["source"] == "environment"
+
+
+async def test_the_fallback_field_says_where_the_chain_comes_from(
+    client: httpx.AsyncClient, llm_env: LLMEnv, admin_headers: Headers
+) -> None:
+    llm_env.set(
+        lmstudio_model="codellama-7b", ollama_model="llama3.2", llm_fallback_providers=["ollama"]
+    )
+
+    async def field() -> tuple[str, str | None]:
+        fields = (await client.get(FIELDS, headers=admin_headers)).json()
+        [chain] = [f for f in fields if f["name"] == "fallback_providers"]
+        assert (chain["kind"], chain["env"]) == ("fallback", "LLM_FALLBACK_PROVIDERS")
+        return chain["source"], chain["value"]
+
+    assert await field() == ("environment", "ollama")
+    saved = await client.patch(
+        "/api/v1/llm-settings",
+        json={"fallback_providers": ["ollama"]},
+        headers=admin_headers,
+    )
+    assert saved.status_code == 200, saved.text
+    assert await field() == ("database", "ollama")
 
 
 async def test_load_loads_an_unloaded_model_with_context_and_ttl(
