@@ -301,6 +301,7 @@ async def test_health_shows_all_five_providers(page: Page, providers: ProvidersE
     )
     key = {p: page.locator(f'[data-provider="{p}"] .key') for p in ("lmstudio", "openai")}
     await expect(key["lmstudio"]).to_have_text("not needed")
+    await expect(page.locator('[data-provider="ollama"] .key')).to_have_text("not needed")
     await expect(key["openai"]).to_have_text("missing")
     await expect(page.locator('[data-provider="openrouter"] .key')).to_have_text("set")
     await expect(page.locator('[data-provider="ollama"] .model-count')).to_have_text("2")

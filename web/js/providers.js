@@ -11,8 +11,8 @@ function yesNo(value, yes, no, unknown = "not checked") {
 }
 
 function keyWords(item) {
-  if (!item.needs_key) return "not needed";
-  return item.key_set ? "set" : "missing";
+  if (item.key_set) return "set"; // LM Studio's optional token counts too
+  return item.needs_key ? "missing" : "not needed";
 }
 
 function card(item) {

@@ -66,6 +66,7 @@ async def test_health_reports_each_provider(
     assert lmstudio["model"] == "mistral-7b-instruct"
     assert lmstudio["latency_ms"] > 0
     assert lmstudio["key_set"] is False
+    assert by_name["ollama"]["key_set"] is False  # Ollama takes no key: never "set"
     assert lmstudio["error"] is None
     assert openai["configured"] is False
     assert openai["reachable"] is None

@@ -51,7 +51,7 @@ class ProviderSpec:
     """Its config from the env settings and the chosen model."""
     make_wire: Callable[[ProviderSpec, ProviderConfig], ProviderWire]
     credentials_set: Callable[[Settings], bool]
-    """Whether a key (or credentials) is configured; True for a provider that needs none."""
+    """Whether a key (or credentials) is configured."""
     missing_credentials: Callable[[Settings], str | None]
     """Why the provider cannot be used with these settings (a missing key), else None."""
 
@@ -71,9 +71,9 @@ def needs_no_credentials(_settings: Settings) -> str | None:
     return None
 
 
-def always_set(_settings: Settings) -> bool:
-    """`credentials_set` for a provider that needs none."""
-    return True
+def no_key(_settings: Settings) -> bool:
+    """`credentials_set` for a provider that takes no key at all (Ollama)."""
+    return False
 
 
 class Wire:

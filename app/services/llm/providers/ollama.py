@@ -28,7 +28,7 @@ from app.services.llm.protocol import (
     StreamChunk,
     Usage,
 )
-from app.services.llm.providers.base import ProviderSpec, always_set, needs_no_credentials
+from app.services.llm.providers.base import ProviderSpec, needs_no_credentials, no_key
 from app.services.llm.providers.http import (
     MAX_BODY,
     MAX_ERROR_BODY,
@@ -349,6 +349,6 @@ SPEC = ProviderSpec(
     local=True,
     config_from=_config_from,
     make_wire=lambda spec, config: OllamaWire(spec, config),
-    credentials_set=always_set,
+    credentials_set=no_key,
     missing_credentials=needs_no_credentials,
 )
