@@ -40,7 +40,11 @@ class Upstreams:
 class Fault:
     """One way the upstream fails before any text was produced, and what every endpoint must
     answer: this status, this error type, a message starting with `message` (`{url}` and
-    `{model}` filled in; `stream_message` where a stream words it differently)."""
+    `{model}` filled in; `stream_message` where a stream words it differently).
+
+    A stream answers `stream_status` where it differs: 200 when the upstream said 200 before
+    failing, for the relay has then sent its headers and the error is an event in the
+    stream (see app/api/streaming.py)."""
 
     id: str
     arrange: Callable[[Upstreams], str]  # sets the fault up; returns the upstream's URL
@@ -48,14 +52,26 @@ class Fault:
     kind: str
     message: str
     stream_message: str | None = None
+    stream_status: int | None = None  # the status a stream answers, where not `status`
     model: str = MODEL  # the model the request asks for
     upstream_calls: int = 1  # chat requests the upstream must have seen
     retry_after: str | None = None  # the Retry-After header the error must carry
 
+    def status_for(self, stream: bool) -> int:
+        """The HTTP status a plain (`stream` false) or streaming request answers."""
+        return self.stream_status if stream and self.stream_status is not None else self.status
+
+    def in_stream(self, stream: bool) -> bool:
+        """Whether the error is an event inside a stream that began with 200."""
+        return stream and self.status_for(stream) == 200
+
     def expected_message(self, url: str, stream: bool, *, admin: bool = True) -> str:
-        """What the caller is told: an admin sees the upstream's address, others do not."""
+        """What the caller is told: an admin sees the upstream's address, others do not; an
+        in-stream error never does (the relay does not know who is listening)."""
         text = self.stream_message if stream and self.stream_message else self.message
-        return (text if admin else without_address(text)).format(url=url, model=self.model)
+        if not admin or self.in_stream(stream):
+            text = without_address(text)
+        return text.format(url=url, model=self.model)
 
 
 def without_address(text: str) -> str:
@@ -100,9 +116,10 @@ def _garbage(up: Upstreams) -> str:
 
 
 def _cut(up: Upstreams) -> str:
-    # A stream is cut before its first event; a plain reply after half of its body.
-    up.env.set(lmstudio_model=MODEL, lmstudio_max_retries=0)
-    up.default.stream_cut(after_chunks=0)
+    # A stream is cut before its first event; a plain reply after half of its body. Both
+    # attempts are: the retry comes before the error, in a stream too.
+    up.env.set(lmstudio_model=MODEL, lmstudio_max_retries=1)
+    up.default.stream_cut(after_chunks=0, times=2)
     return up.default.base_url
 
 
@@ -179,6 +196,7 @@ FAULTS = [
         "LM Studio at {url} returned a reply that is not valid JSON (model {model})",
         stream_message="The stream from LM Studio at {url} broke off after 0 chunks "
         "(JSONDecodeError)",
+        stream_status=200,  # the upstream said 200, then sent garbage
     ),
     Fault(
         "cut",
@@ -187,6 +205,8 @@ FAULTS = [
         "llm_upstream_error",
         "LM Studio at {url} closed the connection before its reply was complete (model {model})",
         stream_message="The stream from LM Studio at {url} broke off after 0 chunks (",
+        stream_status=200,  # the upstream said 200, then cut the stream
+        upstream_calls=2,
     ),
     Fault("no_models", _no_models, 503, "llm_no_models_error", NO_MODELS),
     Fault("no_models_lmstudio_0.4", _no_models_v04, 503, "llm_no_models_error", NO_MODELS),

@@ -83,6 +83,22 @@ def assert_openai_error(
     return error["message"]
 
 
+def assert_openai_error_chunk(response: httpx.Response, kind: str) -> tuple[str, str]:
+    """A stream that began (200) and ended with OpenAI's in-stream error, `data: {"error":
+    ...}` of this type, and no `[DONE]`; returns the text relayed before it and its message."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert {name for name, _ in events} == {"message"}
+    assert "[DONE]" not in [data for _, data in events]
+    error = events[-1][1]
+    assert set(error) == {"error"}, error
+    message = error["error"]["message"]
+    assert isinstance(message, str)
+    assert error["error"] == {"message": message, "type": kind, "param": None, "code": None}
+    return deltas(events), message
+
+
 def deltas(events: list[tuple[str, Any]]) -> str:
     return "".join(
         data["choices"][0]["delta"].get("content") or ""
@@ -122,7 +138,11 @@ async def test_upstream_fault_is_an_openai_error_naming_the_upstream(
     response = await client.post(
         CHAT, json=chat(f"lmstudio/{fault.model}", stream), headers=admin_headers
     )
-    message = assert_openai_error(response, fault.status, fault.kind)
+    if fault.in_stream(stream):
+        text, message = assert_openai_error_chunk(response, fault.kind)
+        assert text == ""
+    else:
+        message = assert_openai_error(response, fault.status, fault.kind)
     assert message.startswith(fault.expected_message(url, stream)), message
     assert response.headers.get("retry-after") == fault.retry_after
     assert chat_calls(upstreams) == fault.upstream_calls
@@ -136,20 +156,36 @@ async def test_upstream_fault_raises_the_matching_sdk_error(
     sdk: openai.AsyncOpenAI, upstreams: Upstreams, fault: Fault, stream: bool
 ) -> None:
     url = fault.arrange(upstreams)
-    with pytest.raises(openai.APIStatusError) as caught:
-        await sdk.chat.completions.create(
+
+    async def call() -> None:
+        reply = await sdk.chat.completions.create(
             model=fault.model,  # a bare name is a model of the configured provider
             messages=[{"role": "user", "content": "one two three"}],
             stream=stream,
         )
+        if isinstance(reply, openai.AsyncStream):
+            received: list[str] = []
+            await read_text(reply, received)
+            assert "".join(received) == ""
+
+    with pytest.raises(openai.APIError) as caught:
+        await call()
     error = caught.value
-    assert type(error) is SDK_ERRORS[fault.status]
-    assert error.status_code == fault.status
+    if fault.in_stream(stream):
+        # The SDK raises the in-stream error from the iterator, without a status (200).
+        assert type(error) is openai.APIError
+        body = {"message": error.message, "type": fault.kind, "param": None, "code": None}
+        assert error.body == body
+    else:
+        assert isinstance(error, openai.APIStatusError)
+        assert type(error) is SDK_ERRORS[fault.status]
+        assert error.status_code == fault.status
     assert error.type == fault.kind
     assert isinstance(error.body, dict)
     # The API key is an ordinary user's: no upstream address in what it is told.
     assert error.body["message"].startswith(fault.expected_message(url, stream, admin=False))
     assert url not in error.body["message"]
+    assert chat_calls(upstreams) == fault.upstream_calls
 
 
 # ── faults after the first text: a `data: {"error": ...}` chunk, no [DONE] ──
@@ -168,21 +204,9 @@ async def test_stream_fault_after_text_is_an_error_chunk(
     llm_env.set(lmstudio_model=MODEL, lmstudio_max_retries=2)
     arrange(upstream)
     response = await client.post(CHAT, json=chat(stream=True), headers=admin_headers)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/event-stream")
-    events = sse_events(response.text)
-    assert {name for name, _ in events} == {"message"}
-    assert deltas(events) == text
-    error = events[-1][1]
-    assert set(error) == {"error"}
-    assert error["error"]["message"].startswith(message.format(url=upstream.base_url))
-    assert error["error"] == {
-        "message": error["error"]["message"],
-        "type": "llm_upstream_error",
-        "param": None,
-        "code": None,
-    }
-    assert "[DONE]" not in [data for _, data in events]
+    relayed, error = assert_openai_error_chunk(response, "llm_upstream_error")
+    assert relayed == text
+    assert error.startswith(message.format(url=upstream.base_url)), error
     assert len(upstream.chat_requests) == 1  # text was sent: a retry would repeat it
 
 

@@ -74,6 +74,21 @@ def assert_error(response: httpx.Response, status: int, kind: str) -> str:
     return body["detail"]
 
 
+def assert_error_event(response: httpx.Response, kind: str) -> tuple[str, str]:
+    """A stream that began (200): `delta` events, then an `error` event of this type (and no
+    `done`); returns the text relayed before the error and its message."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    names = [name for name, _ in events]
+    assert names == ["delta"] * (len(names) - 1) + ["error"], names
+    error = events[-1][1]
+    assert set(error) == {"type", "detail"}, error
+    assert error["type"] == kind
+    assert isinstance(error["detail"], str)
+    return "".join(data["text"] for name, data in events if name == "delta"), error["detail"]
+
+
 def assert_422(response: httpx.Response) -> list[dict[str, Any]]:
     """The validation errors of a 422, without the rejected input echoed back."""
     assert response.status_code == 422, response.text
@@ -106,7 +121,11 @@ async def test_upstream_fault_is_an_http_error_naming_the_upstream(
     response = await client.post(
         endpoint.path, json=endpoint.body(model=fault.model), headers=admin_headers
     )
-    message = assert_error(response, fault.status, fault.kind)
+    if fault.in_stream(endpoint.stream):
+        text, message = assert_error_event(response, fault.kind)
+        assert text == ""
+    else:
+        message = assert_error(response, fault.status, fault.kind)
     assert message.startswith(fault.expected_message(url, endpoint.stream)), message
     assert response.headers.get("retry-after") == fault.retry_after
     assert chat_calls(upstreams) == fault.upstream_calls
@@ -130,16 +149,9 @@ async def test_stream_fault_after_text_is_an_error_event_and_not_retried(
     response = await client.post(
         "/api/v1/llm/stream", json={"prompt": "one two three four five"}, headers=admin_headers
     )
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/event-stream")
-    events = sse_events(response.text)
-    names = [name for name, _ in events]
-    assert names == ["delta"] * (len(names) - 1) + ["error"]
-    assert "".join(data["text"] for name, data in events if name == "delta") == text
-    error = events[-1][1]
-    assert set(error) == {"type", "detail"}
-    assert error["type"] == "llm_upstream_error"
-    assert error["detail"].startswith(message.format(url=upstream.base_url)), error
+    relayed, detail = assert_error_event(response, "llm_upstream_error")
+    assert relayed == text
+    assert detail.startswith(message.format(url=upstream.base_url)), detail
     assert len(upstream.chat_requests) == 1  # text was sent: a retry would repeat it
 
 

@@ -21,6 +21,7 @@ from app.services.llm import (
     LLMError,
     LLMUpstreamError,
     ProviderService,
+    StreamChunk,
     build_messages,
     close_clients,
 )
@@ -358,7 +359,7 @@ async def test_closing_a_stream_early_closes_the_upstream_connection(
 ) -> None:
     stand_in.slow_stream()
     chunks = make().stream_chunks(build_messages("hi"))
-    first = await anext(chunks)
-    assert first.text
+    assert await anext(chunks) == StreamChunk()  # the upstream accepted
+    assert (await anext(chunks)).text  # the first text: the reply is under way
     await chunks.aclose()
     assert await stand_in.disconnected()

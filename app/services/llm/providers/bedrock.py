@@ -187,6 +187,7 @@ class BedrockWire(Wire):
         stop_reason: str | None = None
         usage: Usage | None = None
         try:
+            yield StreamChunk()  # Bedrock accepted (200): the relay may start its reply
             iterator = aiter(events)
             while True:
                 try:

@@ -86,6 +86,7 @@ class OllamaWire(HttpWire):
         response = await self._send("POST", "/api/chat", body, model, resend=not request.attempt)
         finished = False
         try:
+            yield StreamChunk()  # Ollama accepted (200): the relay may start its reply
             async with aclosing(self._lines(response)) as lines:
                 async for line in lines:
                     item = self._object(line)

@@ -118,6 +118,7 @@ class OpenAIWire(HttpWire):
         finished = False
         events = SSEDecoder()
         try:
+            yield StreamChunk()  # the upstream accepted (200): the relay may start its reply
             async for received in response.content.iter_any():
                 for data in events.feed(received):
                     if data.startswith(b"[DONE]"):

@@ -36,6 +36,7 @@ from app.services.llm.protocol import ChatRequest, Message, ProviderWire, Stream
 from app.services.llm.providers import bedrock as bedrock_module
 from app.services.llm.providers.bedrock import SPEC, converse_messages, native_schema_supported
 from app.services.llm.providers.clients import close_clients
+from tests.services.llm.streams import after_acceptance
 from tests.upstream import unanswered_connect_url, unused_url
 from tests.upstream.bedrock_server import (
     ACCESS_KEY,
@@ -136,9 +137,10 @@ def ask(model: str = HAIKU, messages: list[Message] = HELLO, **fields: Any) -> C
 async def collect(
     llm: ProviderWire, request: ChatRequest, seen: list[str] | None = None
 ) -> list[StreamChunk]:
-    """The stream's chunks; `seen` gets each text as it arrives (for streams that fail)."""
+    """The stream's chunks after the upstream's acceptance (checked: the first one); `seen`
+    gets each text as it arrives (for streams that fail)."""
     chunks = []
-    async for chunk in llm.stream(request):
+    async for chunk in after_acceptance(llm.stream(request)):
         chunks.append(chunk)
         if seen is not None:
             seen.append(chunk.text)
@@ -420,6 +422,7 @@ async def test_refused_and_unanswered_connects_are_retryable(bedrock: BedrockSta
 async def test_closing_a_stream_early_closes_the_response(bedrock: BedrockStandIn) -> None:
     bedrock.stall(5, after_deltas=2)
     stream = wire(bedrock.url).stream(ask())
+    assert await anext(stream) == StreamChunk()  # accepted
     assert (await anext(stream)).text == "Echo:"
     await stream.aclose()  # type: ignore[attr-defined]
     assert await bedrock.wait_for_disconnect(1.0)

@@ -25,6 +25,7 @@ from app.services.llm.errors import (
 from app.services.llm.protocol import ChatRequest, ModelInfo, StreamChunk, Usage
 from app.services.llm.providers.clients import close_clients
 from app.services.llm.providers.ollama import SPEC, OllamaWire
+from tests.services.llm.streams import after_acceptance
 from tests.upstream import unanswered_connect_url, unused_url
 from tests.upstream.ollama_server import OllamaStandIn
 
@@ -62,7 +63,8 @@ def request(**fields: Any) -> ChatRequest:
 
 
 async def collect(chunks: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
-    return [chunk async for chunk in chunks]
+    """The chunks after the upstream's acceptance (checked: the first one)."""
+    return [chunk async for chunk in after_acceptance(chunks)]
 
 
 async def raised(call: Any) -> LLMError:
@@ -186,7 +188,7 @@ async def test_an_error_line_mid_stream_is_a_stream_error(ollama: OllamaStandIn)
     seen: list[str] = []
 
     async def consume() -> None:
-        async for chunk in wire(ollama.base_url).stream(request()):
+        async for chunk in after_acceptance(wire(ollama.base_url).stream(request())):
             seen.append(chunk.text)
 
     error = await raised(consume())
@@ -214,6 +216,7 @@ async def test_a_line_over_the_bound_is_an_invalid_reply(ollama: OllamaStandIn) 
 async def test_closing_a_stream_early_closes_the_upstream_response(ollama: OllamaStandIn) -> None:
     ollama.reply(" ".join(["word"] * 200), interval=0.02)
     chunks = wire(ollama.base_url).stream(request())
+    assert await anext(chunks) == StreamChunk()  # accepted
     assert (await anext(chunks)).text == "word"
     await chunks.aclose()  # type: ignore[attr-defined]
     # Waited for off the loop: the socket is closed by the loop's next turn.

@@ -22,6 +22,7 @@ from app.services.llm.errors import (
 )
 from app.services.llm.protocol import ModelInfo
 from app.services.llm.providers.openrouter import SPEC
+from tests.services.llm.streams import after_acceptance
 from tests.upstream import unused_url
 from tests.upstream.openrouter_server import OpenRouterStandIn
 
@@ -206,7 +207,8 @@ async def test_processing_comments_are_ignored(openrouter: OpenRouterStandIn) ->
         )
     assert answer.content.startswith(b": OPENROUTER PROCESSING\n\ndata: ")
     openrouter.reply("one two three", keep_alives=2)
-    chunks = [chunk async for chunk in service(openrouter).stream_chunks(hello())]
+    streamed = after_acceptance(service(openrouter).stream_chunks(hello()))
+    chunks = [chunk async for chunk in streamed]
     assert "".join(chunk.text for chunk in chunks) == "one two three"
     assert [chunk.text for chunk in chunks[:-1]] == ["one", " two", " three"]
     assert chunks[-1].finish_reason == "stop"
