@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from benchmarks.structured_tasks import Task
+from benchmarks.structured_tasks import Priority, Sentiment, Task
 
 LABELLED_CLASSES = ("extraction", "classification", "arithmetic")
 
@@ -110,22 +110,9 @@ class Recipe(BaseModel):
 # ── classification ──────────────────────────────────────────────────────────
 
 
-class Sentiment(StrEnum):
-    POSITIVE = "positive"
-    NEGATIVE = "negative"
-    NEUTRAL = "neutral"
-
-
 class Review(BaseModel):
     product: str
     sentiment: Sentiment
-
-
-class Priority(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    URGENT = "urgent"
 
 
 class Ticket(BaseModel):

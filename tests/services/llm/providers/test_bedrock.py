@@ -36,6 +36,7 @@ from app.services.llm.protocol import ChatRequest, Message, ProviderWire, Stream
 from app.services.llm.providers import bedrock as bedrock_module
 from app.services.llm.providers.bedrock import SPEC, converse_messages, native_schema_supported
 from app.services.llm.providers.clients import close_clients
+from tests.conftest import AWS_CREDENTIAL_VARIABLES
 from tests.services.llm.streams import after_acceptance
 from tests.upstream import unanswered_connect_url, unused_url
 from tests.upstream.bedrock_server import (
@@ -61,20 +62,7 @@ CITY = {
         },
     },
 }
-AWS_VARIABLES = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_BEARER_TOKEN_BEDROCK",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-)
+AWS_VARIABLES = (*AWS_CREDENTIAL_VARIABLES, "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 @pytest.fixture(scope="module")
