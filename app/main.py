@@ -25,6 +25,7 @@ from app.core.db import dispose_engine, get_sessionmaker
 from app.core.heap import settle_after_startup
 from app.services.llm import close_clients
 from app.services.llm.settings import SettingsWatcher
+from app.services.usage_ledger import usage_writer
 from app.services.users import ensure_first_superuser
 
 logger = logging.getLogger("app")
@@ -49,12 +50,14 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watcher = SettingsWatcher(settings.database_url)
         watcher.start()
     drain_on_sigterm(settings.shutdown_drain_seconds)
+    usage_writer.start()
     settle_after_startup()
     try:
         yield
     finally:
         if watcher is not None:
             await watcher.stop()
+        await usage_writer.stop()  # the ledger's buffered rows, before the engine goes
         await close_clients()
         await dispose_engine()
 

@@ -335,6 +335,72 @@ class LoginThrottle(SQLModel, table=True):
     window_ends_at: float = Field(index=True)
 
 
+# ── usage ledger ─────────────────────────────────────────────────────────────
+
+
+class UsageEntryBase(SQLModel):
+    """One caller-level LLM call: who made it, who served it, what it cost, how it ended."""
+
+    created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp(), index=True)
+    user_id: uuid.UUID | None = Field(default=None, index=True)
+    api_key_id: uuid.UUID | None = Field(default=None, index=True)
+    kind: str = Field(max_length=16)  # text | structured | stream
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=200)
+    outcome: str = Field(max_length=64)  # ok | an error kind | cancelled
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    cost: float | None = None
+
+
+class UsageEntry(UsageEntryBase, table=True):
+    """A row of the usage ledger. No foreign keys: a batch must not fail because a user
+    or key was deleted after its calls were made."""
+
+    __tablename__ = "usage"
+
+    id: int | None = Field(
+        default=None,
+        primary_key=True,
+        sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+    )
+
+
+UsageGroupBy = Literal["day", "user", "api_key", "provider", "model"]
+
+
+class UsageGroup(SQLModel):
+    """Totals of the calls sharing one value of the report's grouping."""
+
+    key: str | None = Field(description="The group's day, user id, key id, provider or model")
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int = Field(description="Calls that failed (cancelled ones are not errors)")
+    cost: float | None = Field(description="Summed where the provider reports it; else null")
+
+
+class UsageTotals(SQLModel):
+    """Totals over the whole report."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int
+    cost: float | None
+
+
+class UsagePublic(SQLModel):
+    """A usage report: calls in [since, until) grouped by `group_by`, with totals."""
+
+    group_by: UsageGroupBy
+    since: datetime
+    until: datetime
+    groups: list[UsageGroup]
+    totals: UsageTotals
+
+
 # ── auth ─────────────────────────────────────────────────────────────────────
 
 

@@ -23,6 +23,7 @@ from app.services import login_throttle
 from app.services.api_keys import user_for_api_key
 from app.services.credential_cache import credential_cache
 from app.services.llm import LLMService, get_llm_service
+from app.services.llm.ledger import set_caller
 from app.services.login_throttle import LoginLimits, Ticket, TooManyAttempts
 from app.services.users import get_user
 
@@ -89,6 +90,8 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
     if not is_api_key and claims.version != user.token_version:
         # The password changed or the user was deactivated after this token was issued.
         raise _unauthorized("Session ended (password changed or account deactivated)")
+    # The usage ledger's caller for this request's LLM calls (the key by hash: no lookup here).
+    set_caller(user.id, key.removeprefix("key:") if is_api_key else None)
     return user
 
 

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=16_384, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     metrics_enabled: bool = True
+    # The usage ledger (one row per LLM call): rows older than this many days are deleted
+    # by a periodic cleanup; 0 keeps them forever.
+    usage_retention_days: int = Field(default=90, ge=0, le=36_500)
     # On SIGTERM (`python -m app serve`): readiness turns 503 at once, new requests are still
     # served for SHUTDOWN_DRAIN_SECONDS (load balancers keep routing until they see it), then
     # in-flight requests and streams get the rest of SHUTDOWN_GRACE_SECONDS to finish.

@@ -27,6 +27,7 @@ from app.services.llm.errors import (
     LLMTimeoutError,
     LLMUpstreamError,
 )
+from app.services.llm.ledger import CallRecord, recording
 from app.services.llm.limits import upstream_slot
 from app.services.llm.metrics import (
     STREAMS_IN_FLIGHT,
@@ -198,27 +199,35 @@ class ProviderService(PromptCalls):
         )
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        try:
-            async with self._slot():
-                started = time.perf_counter()  # latency is the upstream's, not our queue's
-                completion = await self._retrying(
-                    "chat completion",
-                    lambda attempt: self._within_deadline(
-                        self.wire.complete(dataclasses.replace(request, attempt=attempt))
-                    ),
+        with recording("text") as record:
+            record.trying(self.provider.value, self.model)
+            try:
+                async with self._slot():
+                    started = time.perf_counter()  # latency is the upstream's, not our queue's
+                    completion = await self._retrying(
+                        "chat completion",
+                        lambda attempt: self._within_deadline(
+                            self.wire.complete(dataclasses.replace(request, attempt=attempt))
+                        ),
+                    )
+                completion = dataclasses.replace(
+                    completion, provider=self.provider.value, model=completion.model or self.model
                 )
-            completion = dataclasses.replace(
-                completion, provider=self.provider.value, model=completion.model or self.model
-            )
-            usage, outcome = completion.usage, "ok"
-        except LLMError as exc:
-            outcome = exc.kind
-            self._log_failure("complete", exc)
-            raise
-        finally:
-            record_call(
-                self.provider, self.model, "complete", outcome, time.perf_counter() - started, usage
-            )
+                usage, outcome = completion.usage, "ok"
+                record.served(completion.provider, completion.model, usage)
+            except LLMError as exc:
+                outcome = exc.kind
+                self._log_failure("complete", exc)
+                raise
+            finally:
+                record_call(
+                    self.provider,
+                    self.model,
+                    "complete",
+                    outcome,
+                    time.perf_counter() - started,
+                    usage,
+                )
         self._log_call("complete", messages, started, completion.usage, completion.finish_reason)
         return completion
 
@@ -231,6 +240,7 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        usage_record: CallRecord | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
 
@@ -238,13 +248,17 @@ class ProviderService(PromptCalls):
         (a client that went away) closes the upstream connection at once. When the wire
         says that the upstream accepted the request (an empty chunk before any text, see
         `ProviderWire.stream`), one empty chunk is passed on, so that a caller can start
-        its response while the model thinks.
+        its response while the model thinks. `usage_record` is the usage record of the
+        caller's call this stream is part of (a fallback chain's); by default its own.
         """
         request = ChatRequest(
             self.model, messages, temperature, max_tokens, response_format, seed, stop
         )
         started = time.perf_counter()
         outcome, usage = "cancelled", None
+        record = usage_record or CallRecord("stream")
+        record.trying(self.provider.value, self.model)
+        failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
         try:
             async with self._slot():
@@ -255,17 +269,24 @@ class ProviderService(PromptCalls):
                         if chunk.usage is not None:
                             usage = chunk.usage
                             outcome = "ok"
+                            record.served(chunk.provider, chunk.model, usage)
                         yield chunk
                 finally:
                     in_flight.dec()
         except LLMError as exc:
             outcome = exc.kind
+            failure = exc
             self._log_failure("stream", exc)
+            raise
+        except BaseException as exc:  # cancelled, closed early, or a bug
+            failure = exc
             raise
         finally:
             record_call(
                 self.provider, self.model, "stream", outcome, time.perf_counter() - started, usage
             )
+            if usage_record is None:
+                record.finish(failure if failure or outcome != "ok" else None)
 
     async def _stream_with_retries(
         self, request: ChatRequest, started: float

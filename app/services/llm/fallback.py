@@ -18,6 +18,7 @@ from prometheus_client import Counter
 
 from app.services.llm.calls import PromptCalls, ProviderService
 from app.services.llm.errors import LLMError, LLMNoModelsError, LLMOverloadedError
+from app.services.llm.ledger import CallRecord, recording
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
@@ -92,13 +93,14 @@ class FallbackService(PromptCalls):
 
     async def run(self, call: Callable[[ProviderService], Awaitable[T]]) -> T:
         """`call` on each provider in turn until one answers or fails for good."""
-        for index, service in enumerate(self.chain):
-            try:
-                return await call(service)
-            except LLMError as error:
-                if index + 1 == len(self.chain) or not moves_on(error):
-                    raise
-                self._moving_on(service, self.chain[index + 1], error)
+        with recording(None):  # one usage record for the whole chain
+            for index, service in enumerate(self.chain):
+                try:
+                    return await call(service)
+                except LLMError as error:
+                    if index + 1 == len(self.chain) or not moves_on(error):
+                        raise
+                    self._moving_on(service, self.chain[index + 1], error)
         raise AssertionError("unreachable: the last provider's error is raised")
 
     async def get_structured_response(
@@ -157,27 +159,36 @@ class FallbackService(PromptCalls):
         """A stream from the first provider that can answer. It moves on only before the
         first text: once text reached the caller, a failure ends the stream with an error,
         never a switch to another provider mid-answer."""
-        for index, service in enumerate(self.chain):
-            chunks = service.stream_chunks(
-                messages,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                response_format=response_format,
-                seed=seed,
-                stop=stop,
-            )
-            sent = False
-            try:
-                async for chunk in chunks:
-                    sent = sent or bool(chunk.text or chunk.reasoning)
-                    yield chunk
-                return
-            except LLMError as error:
-                if sent or index + 1 == len(self.chain) or not moves_on(error):
-                    raise
-                self._moving_on(service, self.chain[index + 1], error)
-            finally:
-                await chunks.aclose()
+        record = CallRecord("stream")  # one usage record for the whole chain
+        failure: BaseException | None = None
+        try:
+            for index, service in enumerate(self.chain):
+                chunks = service.stream_chunks(
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    response_format=response_format,
+                    seed=seed,
+                    stop=stop,
+                    usage_record=record,
+                )
+                sent = False
+                try:
+                    async for chunk in chunks:
+                        sent = sent or bool(chunk.text or chunk.reasoning)
+                        yield chunk
+                    return
+                except LLMError as error:
+                    if sent or index + 1 == len(self.chain) or not moves_on(error):
+                        raise
+                    self._moving_on(service, self.chain[index + 1], error)
+                finally:
+                    await chunks.aclose()
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            record.finish(failure)
 
     async def list_models(self) -> list[ModelInfo]:
         """The first provider's models."""

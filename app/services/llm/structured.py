@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from app.core.config import get_settings
 from app.services.llm.errors import LLMError, LLMUpstreamError, LLMValidationError
 from app.services.llm.json_schema_guard import GuardedSchema, ReplyNotValidatedError, guard_schema
+from app.services.llm.ledger import recording
 from app.services.llm.protocol import Capabilities, LLMService, Message, ModelT
 
 logger = logging.getLogger("app.services.llm")
@@ -102,17 +103,18 @@ async def generate_structured(
     async def validate(value: Any) -> ModelT:
         return response_model.model_validate(value)
 
-    return await _ladder(
-        service,
-        prompt,
-        strict_schema(response_model),
-        response_model.__name__,
-        validate,
-        system=system,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
-    )
+    with recording("structured"):  # its attempts are one call in the usage ledger
+        return await _ladder(
+            service,
+            prompt,
+            strict_schema(response_model),
+            response_model.__name__,
+            validate,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
 
 
 async def generate_structured_json(
@@ -140,17 +142,18 @@ async def generate_structured_json(
             raise ValueError("; ".join(errors))
         return value
 
-    return await _ladder(
-        service,
-        prompt,
-        strict_json_schema(guarded.schema),
-        name,
-        validate,
-        system=system,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
-    )
+    with recording("structured"):  # its attempts are one call in the usage ledger
+        return await _ladder(
+            service,
+            prompt,
+            strict_json_schema(guarded.schema),
+            name,
+            validate,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
 
 
 async def _ladder(

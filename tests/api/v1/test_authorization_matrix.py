@@ -104,6 +104,7 @@ ROUTES = [
         200,
         lambda: {**LLM_CALL, "schema": {"type": "object", "properties": {}}},
     ),
+    Route("GET", "/api/v1/usage?group_by=user", "user", 200),
     Route("GET", "/v1/models", "user", 200),
     Route(
         "POST",

@@ -1,0 +1,212 @@
+"""Writing the usage ledger: records buffered in memory, inserted in batches off the calls.
+
+A finished call's record (`app.services.llm.ledger`) is appended to a bounded buffer, which
+costs the call no I/O. A background task per process inserts what is buffered every
+`FLUSH_SECONDS` (sooner once `FLUSH_ROWS` wait), as one multi-row INSERT per batch, and
+deletes rows past `USAGE_RETENTION_DAYS` every `CLEANUP_SECONDS`. The app's lifespan
+flushes what is left on a clean shutdown; a script using the library gets the same at the
+end of `asyncio.run()` (`close_at_loop_shutdown`). While the database cannot be written,
+rows wait in the buffer, at most `MAX_BUFFERED` of them: past that the oldest are dropped
+and counted in `usage_rows_dropped_total`.
+
+API keys are buffered by hash (what authentication has at hand) and turned into key ids
+when a batch is written, with one query per batch for the hashes not seen before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from app.core.config import get_settings
+from app.core.db import get_engine, unavailable_reason
+from app.core.loop_shutdown import close_at_loop_shutdown
+from app.models import ApiKey, UsageEntry
+from app.services.llm.ledger import CallRecord
+
+logger = logging.getLogger("app.services.usage")
+
+FLUSH_SECONDS = 1.0
+FLUSH_ROWS = 500
+BATCH_ROWS = 1000
+MAX_BUFFERED = 100_000
+CLEANUP_SECONDS = 3600.0
+MAX_KEY_IDS = 10_000
+
+DROPPED = Counter(
+    "usage_rows_dropped_total",
+    "Usage ledger rows dropped because the buffer was full (the database could not be written)",
+)
+BUFFERED = Gauge("usage_rows_buffered", "Usage ledger rows waiting to be written")
+WRITTEN = Counter("usage_rows_written_total", "Usage ledger rows written to the database")
+
+
+class UsageWriter:
+    """The process's buffer of usage records and the task that writes them."""
+
+    def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
+        self.max_buffered = max_buffered
+        self._rows: deque[CallRecord] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._key_ids: dict[str, uuid.UUID | None] = {}
+        self._next_cleanup = 0.0
+
+    def submit(self, record: CallRecord) -> None:
+        """Buffer `record` (no I/O); start the writer if this loop has none yet."""
+        if len(self._rows) >= self.max_buffered:
+            self._rows.popleft()
+            DROPPED.inc()
+        self._rows.append(record)
+        BUFFERED.set(len(self._rows))
+        if self._task is None or self._task.done():
+            self.start()
+        elif len(self._rows) >= FLUSH_ROWS and self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the background writer on the running loop (nothing without one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # rows wait for a loop that writes them (bounded)
+        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+            return
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+        self._task = loop.create_task(self._run(), name="usage-ledger-writer")
+        close_at_loop_shutdown("usage-ledger", self.stop)
+
+    async def stop(self) -> None:
+        """Stop the background writer and write what is buffered (a clean shutdown)."""
+        task, self._task = self._task, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Write every buffered row now; the number written (0 if the database failed)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            written = 0
+            while self._rows:
+                batch = [self._rows.popleft() for _ in range(min(BATCH_ROWS, len(self._rows)))]
+                try:
+                    await self._insert(batch)
+                except (SQLAlchemyError, OSError) as exc:
+                    self._put_back(batch)
+                    logger.warning(
+                        "usage ledger: %d rows not written yet: %s",
+                        len(self._rows),
+                        unavailable_reason(exc) or type(exc).__name__,
+                    )
+                    break
+                written += len(batch)
+                WRITTEN.inc(len(batch))
+            BUFFERED.set(len(self._rows))
+            return written
+
+    def pending(self) -> int:
+        """How many rows wait to be written."""
+        return len(self._rows)
+
+    def _put_back(self, batch: list[CallRecord]) -> None:
+        room = self.max_buffered - len(self._rows)
+        kept = batch[-room:] if room > 0 else []
+        DROPPED.inc(len(batch) - len(kept))
+        self._rows.extendleft(reversed(kept))
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+                await self._clean_up_now_and_then()
+            except Exception:  # the writer must outlive any one failure
+                logger.exception("usage ledger writer failed; retrying")
+
+    async def _insert(self, batch: list[CallRecord]) -> None:
+        async with get_engine().begin() as connection:
+            key_ids = await self._resolve_keys(connection, batch)
+            rows = [_row(record, key_ids) for record in batch]
+            await connection.execute(insert(UsageEntry), rows)
+
+    async def _resolve_keys(
+        self, connection: AsyncConnection, batch: list[CallRecord]
+    ) -> dict[str, uuid.UUID]:
+        hashes = {r.caller.api_key_hash for r in batch if r.caller and r.caller.api_key_hash}
+        unknown = [h for h in hashes if h not in self._key_ids]
+        if unknown:
+            if len(self._key_ids) + len(unknown) > MAX_KEY_IDS:
+                self._key_ids.clear()
+            result = await connection.execute(
+                select(col(ApiKey.id), col(ApiKey.key_hash)).where(
+                    col(ApiKey.key_hash).in_(unknown)
+                )
+            )
+            found = {key_hash: key_id for key_id, key_hash in result.all()}
+            for key_hash in unknown:
+                self._key_ids[key_hash] = found.get(key_hash)
+        return {h: i for h in hashes if (i := self._key_ids.get(h)) is not None}
+
+    async def _clean_up_now_and_then(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_cleanup:
+            return
+        self._next_cleanup = loop.time() + CLEANUP_SECONDS
+        await delete_expired(get_settings().usage_retention_days)
+
+
+def _row(record: CallRecord, key_ids: dict[str, uuid.UUID]) -> dict[str, Any]:
+    caller = record.caller
+    return {
+        "created_at": record.at,
+        "user_id": caller.user_id if caller else None,
+        "api_key_id": key_ids.get(caller.api_key_hash) if caller and caller.api_key_hash else None,
+        "kind": (record.kind or "text")[:16],
+        "provider": record.provider[:32],
+        "model": record.model[:200],
+        "outcome": record.outcome[:64],
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "latency_ms": round(record.latency_ms, 3),
+        "cost": record.cost,
+    }
+
+
+async def delete_expired(retention_days: int) -> int:
+    """Delete ledger rows older than `retention_days` (0: keep all); how many went."""
+    if retention_days <= 0:
+        return 0
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    async with get_engine().begin() as connection:
+        result = await connection.execute(
+            delete(UsageEntry).where(col(UsageEntry.created_at) < cutoff)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+usage_writer = UsageWriter()
+
+
+def submit(record: CallRecord) -> None:
+    """Buffer a finished call's record for the ledger."""
+    usage_writer.submit(record)

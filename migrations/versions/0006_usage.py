@@ -1,0 +1,49 @@
+"""usage: the usage ledger, one row per caller-level LLM call
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "usage",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=True),
+        sa.Column("api_key_id", sa.Uuid(), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("outcome", sa.String(length=64), nullable=False),
+        sa.Column("prompt_tokens", sa.Integer(), nullable=False),
+        sa.Column("completion_tokens", sa.Integer(), nullable=False),
+        sa.Column("latency_ms", sa.Float(), nullable=False),
+        sa.Column("cost", sa.Float(), nullable=True),
+    )
+    op.create_index("ix_usage_created_at", "usage", ["created_at"])
+    op.create_index("ix_usage_user_id", "usage", ["user_id"])
+    op.create_index("ix_usage_api_key_id", "usage", ["api_key_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_usage_api_key_id", table_name="usage")
+    op.drop_index("ix_usage_user_id", table_name="usage")
+    op.drop_index("ix_usage_created_at", table_name="usage")
+    op.drop_table("usage")
