@@ -1,0 +1,157 @@
+"""The usage ledger for library calls, fallback chains, a full buffer and a clean shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from pydantic import BaseModel, SecretStr
+from sqlmodel import col, select
+
+from app.core.config import LLMProvider
+from app.core.db import get_sessionmaker
+from app.models import UsageEntry
+from app.services import usage_ledger
+from app.services.llm import FallbackService, LMStudioConfig, OpenRouterConfig, ProviderService
+from app.services.llm.ledger import CallRecord
+from app.services.llm.providers import PROVIDERS
+from app.services.usage_ledger import DROPPED, UsageWriter, usage_writer
+from tests.conftest import LLMEnv, serve_app
+from tests.upstream import StandInServer, unused_url
+from tests.upstream.openrouter_server import OpenRouterStandIn
+
+KEY = "sk-or-test"
+MODEL = "llama-3.2-3b-instruct"
+
+
+class City(BaseModel):
+    name: str
+
+
+@pytest.fixture(scope="module")
+def openrouter_server() -> Iterator[OpenRouterStandIn]:
+    with OpenRouterStandIn(api_key=KEY) as server:
+        yield server
+
+
+def lmstudio(base_url: str, model: str) -> ProviderService:
+    config = LMStudioConfig(base_url=base_url, default_model=model, max_retries=1)
+    return ProviderService(PROVIDERS[LLMProvider.LMSTUDIO], config, retry_backoff=0)
+
+
+def openrouter(server: OpenRouterStandIn, model: str) -> ProviderService:
+    config = OpenRouterConfig(
+        base_url=server.base_url, api_key=SecretStr(KEY), default_model=model, max_retries=0
+    )
+    return ProviderService(PROVIDERS[LLMProvider.OPENROUTER], config, retry_backoff=0)
+
+
+async def rows_since(moment: datetime) -> list[UsageEntry]:
+    """The ledger's rows of calls made since `moment`, after writing what is buffered."""
+    await usage_writer.flush()
+    async with get_sessionmaker()() as session:
+        result = await session.exec(
+            select(UsageEntry)
+            .where(col(UsageEntry.created_at) >= moment)
+            .order_by(col(UsageEntry.id))
+        )
+        return list(result.all())
+
+
+async def test_library_calls_each_record_one_row_without_a_caller(
+    llm_env: LLMEnv, upstream: StandInServer
+) -> None:
+    started = datetime.now(UTC)
+    service = lmstudio(upstream.base_url, MODEL)
+    upstream.reply("plain")
+    assert await service.get_response("hi") == "plain"
+    upstream.invalid_json(kind="prose")
+    upstream.reply_json({"name": "Oslo"})
+    assert (await service.get_structured_response("city?", City)).name == "Oslo"
+    upstream.reply("a streamed reply")
+    assert "".join([t async for t in service.stream_response("hi")]) == "a streamed reply"
+    upstream.slow_stream(n_chunks=20, interval=0.01)
+    chunks = service.stream_chunks([{"role": "user", "content": "hi"}])
+    async for chunk in chunks:
+        if chunk.text:
+            break
+    await chunks.aclose()  # the caller stops reading
+    upstream.fail(500, times=None)
+    with pytest.raises(Exception, match="500"):
+        await service.get_response("hi")
+    upstream.reset()
+
+    rows = await rows_since(started)
+    assert [(r.kind, r.outcome) for r in rows] == [
+        ("text", "ok"),
+        ("structured", "ok"),
+        ("stream", "ok"),
+        ("stream", "cancelled"),
+        ("text", "llm_upstream_error"),
+    ]
+    assert {(r.user_id, r.api_key_id, r.provider, r.model) for r in rows} == {
+        (None, None, "lmstudio", MODEL)
+    }
+    assert rows[1].prompt_tokens > rows[0].prompt_tokens  # two attempts summed
+    assert all(r.completion_tokens > 0 for r in rows[:3])
+
+
+async def test_a_fallback_chain_is_one_row_naming_who_served_it_with_its_cost(
+    llm_env: LLMEnv, openrouter_server: OpenRouterStandIn
+) -> None:
+    openrouter_server.reset()
+    started = datetime.now(UTC)
+    chain = FallbackService([lmstudio(unused_url(), MODEL), openrouter(openrouter_server, MODEL)])
+    openrouter_server.reply("from the cloud", cost=0.25)
+    assert await chain.get_response("hi") == "from the cloud"
+    openrouter_server.reply("streamed from the cloud", cost=0.5)
+    assert "".join([t async for t in chain.stream_response("hi")]) == "streamed from the cloud"
+
+    rows = await rows_since(started)
+    assert [(r.kind, r.provider, r.outcome, r.cost) for r in rows] == [
+        ("text", "openrouter", "ok", 0.25),
+        ("stream", "openrouter", "ok", 0.5),
+    ]
+
+
+async def test_a_full_buffer_drops_the_oldest_and_counts_them() -> None:
+    writer = UsageWriter(max_buffered=3)
+    before = DROPPED._value.get()
+    records = [CallRecord("text") for _ in range(5)]
+    for record in records:
+        writer.submit(record)
+    assert writer.pending() == 3
+    assert DROPPED._value.get() - before == 2
+    task = writer._task
+    assert task is not None
+    task.cancel()
+    writer._task = None
+
+
+async def test_buffered_rows_are_written_on_a_clean_shutdown(
+    llm_env: LLMEnv,
+    upstream: StandInServer,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await usage_writer.stop()
+    monkeypatch.setattr(usage_ledger, "FLUSH_SECONDS", 3600.0)  # only the shutdown writes
+    started = datetime.now(UTC)
+    llm_env.set(lmstudio_model=MODEL)
+    running = await serve_app()
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url) as client:
+            for _ in range(4):
+                upstream.reply("hi")
+                response = await client.post(
+                    "/api/v1/llm/generate", json={"prompt": "x"}, headers=admin_headers
+                )
+                assert response.status_code == 200, response.text
+        assert usage_writer.pending() >= 4
+    finally:
+        await running.stop()
+    assert usage_writer.pending() == 0
+    rows = await rows_since(started)
+    assert [(r.kind, r.outcome, r.model) for r in rows] == [("text", "ok", MODEL)] * 4
