@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -552,6 +553,66 @@ def health(json_output: JsonFlag = False) -> None:
     exit_code = run(work)
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+UsageGroupOption = Literal["day", "user", "api_key", "provider", "model"]
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            "expected an ISO 8601 date or time, e.g. 2026-11-30 or 2026-11-30T12:00:00Z",
+            param_hint=f"'{option}'",
+        ) from None
+
+
+@cli.command()
+def usage(
+    group_by: Annotated[
+        UsageGroupOption, typer.Option("--group-by", help="Group the calls by this")
+    ] = "day",
+    since: Annotated[
+        str | None,
+        typer.Option(help="From this date or time (UTC unless given; default 30 days ago)"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before this date or time (default now)")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """LLM usage of every user from the ledger.
+
+    Requests, tokens, errors and cost per group, with totals (at most 366 days)."""
+    start, end = _moment(since, "--since"), _moment(until, "--until")
+
+    async def work() -> None:
+        from app.core.db import get_sessionmaker
+        from app.services.usage_reports import BadRange, report_range, usage_report
+
+        try:
+            start_utc, end_utc = report_range(start, end)
+        except BadRange as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--since'/'--until'") from None
+        async with get_sessionmaker()() as session:
+            report = await usage_report(session, group_by, start_utc, end_utc)
+        if json_output:
+            print_json(report.model_dump(mode="json"))
+            return
+        columns = [group_by, "requests", "prompt tokens", "completion tokens", "errors", "cost"]
+        rows: list[list[object]] = [
+            [g.key, g.requests, g.prompt_tokens, g.completion_tokens, g.errors, g.cost]
+            for g in report.groups
+        ]
+        t = report.totals
+        rows.append(["total", t.requests, t.prompt_tokens, t.completion_tokens, t.errors, t.cost])
+        title = f"LLM usage {start_utc:%Y-%m-%d %H:%M} to {end_utc:%Y-%m-%d %H:%M} UTC"
+        print_rows(columns, rows, title=title)
+
+    run(work)
 
 
 def main() -> None:

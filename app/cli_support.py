@@ -121,6 +121,10 @@ async def _close_connections() -> None:
         from app.services.llm import close_clients
 
         await close_clients()
+    if "app.services.usage_ledger" in sys.modules:  # the usage rows of its LLM calls
+        from app.services.usage_ledger import usage_writer
+
+        await usage_writer.stop()
     if "app.core.db" in sys.modules:
         from app.core.db import dispose_engine
 

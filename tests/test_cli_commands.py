@@ -661,3 +661,26 @@ def test_settings_help_lists_every_provider() -> None:
     shown = invoke("settings", "--help")
     names = ", ".join(p.value for p in PROVIDERS)
     assert f"Switch to this provider: {names}" in " ".join(shown.stdout.split())
+
+
+def test_usage_reports_the_ledger_written_by_library_calls(cli_env: CliEnv) -> None:
+    cli_env.set(lmstudio_model="codellama-7b")
+    for args in (["ask", "hello"], ["ask", "hello", "--json"]):
+        answered = invoke(*args)
+        assert answered.exit_code == 0, answered.output
+    # Each `ask` wrote its row when its event loop ended: no server, no flush asked for.
+    report = invoke("usage", "--group-by", "model", "--json")
+    assert report.exit_code == 0, report.output
+    body = json.loads(report.stdout)
+    assert [(g["key"], g["requests"], g["errors"]) for g in body["groups"]] == [
+        ("codellama-7b", 2, 0)
+    ]
+    assert body["totals"]["completion_tokens"] > 0
+
+    as_table = invoke("usage", "--group-by", "provider")
+    assert as_table.exit_code == 0, as_table.output
+    assert _tsv(as_table.stdout)[1][:2] == ["lmstudio", "2"]
+
+    assert invoke("usage", "--group-by", "week").exit_code == 2
+    assert invoke("usage", "--since", "yesterday").exit_code == 2
+    assert invoke("usage", "--since", "2026-01-02", "--until", "2026-01-01").exit_code == 2

@@ -40,9 +40,11 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClosers] = (
 )
 
 
-def close_at_loop_shutdown(key: Hashable, close: Closer) -> None:
+def close_at_loop_shutdown(key: Hashable, close: Closer, *, first: bool = False) -> None:
     """Await `close()` when the running loop shuts down; one closer per `key` (the last wins).
 
+    Closers run in the order registered; with `first`, this one runs before those already
+    registered (it still needs them: a buffer written through the pooled database engine).
     Must be called with a loop running (RuntimeError otherwise).
     """
     loop = asyncio.get_running_loop()
@@ -55,7 +57,11 @@ def close_at_loop_shutdown(key: Hashable, close: Closer) -> None:
         # before the `yield` awaits nothing, so the step ends with StopIteration.
         with contextlib.suppress(StopIteration):
             entry.guard.asend(None).send(None)
-    entry.closers[key] = close
+    if first:
+        entry.closers.pop(key, None)
+        entry.closers = {key: close, **entry.closers}
+    else:
+        entry.closers[key] = close
 
 
 async def _guard(entry: _LoopClosers) -> AsyncGenerator[None, None]:

@@ -86,7 +86,7 @@ class UsageWriter:
             return
         self._wake, self._lock = asyncio.Event(), asyncio.Lock()
         self._task = loop.create_task(self._run(), name="usage-ledger-writer")
-        close_at_loop_shutdown("usage-ledger", self.stop)
+        close_at_loop_shutdown("usage-ledger", self.stop, first=True)  # before the engine
 
     async def stop(self) -> None:
         """Stop the background writer and write what is buffered (a clean shutdown)."""

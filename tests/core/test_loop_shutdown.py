@@ -51,6 +51,24 @@ def test_one_closer_per_key_the_last_wins() -> None:
     assert ran == ["second"]
 
 
+def test_a_closer_registered_first_runs_before_those_it_still_needs() -> None:
+    ran: list[str] = []
+
+    def closer(name: str) -> loop_shutdown.Closer:
+        async def close() -> None:
+            ran.append(name)
+
+        return close
+
+    async def main() -> None:
+        close_at_loop_shutdown("engine", closer("engine"))
+        close_at_loop_shutdown("pool", closer("pool"))
+        close_at_loop_shutdown("buffer", closer("buffer"), first=True)
+
+    asyncio.run(main())
+    assert ran == ["buffer", "engine", "pool"]
+
+
 def test_closers_run_after_the_tasks_left_behind_are_cancelled() -> None:
     events: list[str] = []
 
