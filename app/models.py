@@ -342,8 +342,8 @@ class UsageEntryBase(SQLModel):
     """One caller-level LLM call: who made it, who served it, what it cost, how it ended."""
 
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp(), index=True)
-    user_id: uuid.UUID | None = Field(default=None, index=True)
-    api_key_id: uuid.UUID | None = Field(default=None, index=True)
+    user_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
     kind: str = Field(max_length=16)  # text | structured | stream
     provider: str = Field(max_length=32)
     model: str = Field(max_length=200)
@@ -359,6 +359,11 @@ class UsageEntry(UsageEntryBase, table=True):
     or key was deleted after its calls were made."""
 
     __tablename__ = "usage"
+    # A user's or a key's calls in a time range: what reports and limits read.
+    __table_args__ = (
+        sa.Index("ix_usage_user_id_created_at", "user_id", "created_at"),
+        sa.Index("ix_usage_api_key_id_created_at", "api_key_id", "created_at"),
+    )
 
     id: int | None = Field(
         default=None,

@@ -144,10 +144,13 @@ class UsageWriter:
                 logger.exception("usage ledger writer failed; retrying")
 
     async def _insert(self, batch: list[CallRecord]) -> None:
-        async with get_engine().begin() as connection:
+        # connect(), not begin() (an async generator): this also runs at a loop's shutdown,
+        # when no new async generator may start.
+        async with get_engine().connect() as connection:
             key_ids = await self._resolve_keys(connection, batch)
             rows = [_row(record, key_ids) for record in batch]
             await connection.execute(insert(UsageEntry), rows)
+            await connection.commit()
 
     async def _resolve_keys(
         self, connection: AsyncConnection, batch: list[CallRecord]
@@ -197,10 +200,11 @@ async def delete_expired(retention_days: int) -> int:
     if retention_days <= 0:
         return 0
     cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    async with get_engine().begin() as connection:
+    async with get_engine().connect() as connection:
         result = await connection.execute(
             delete(UsageEntry).where(col(UsageEntry.created_at) < cutoff)
         )
+        await connection.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -38,12 +38,13 @@ def upgrade() -> None:
         sa.Column("cost", sa.Float(), nullable=True),
     )
     op.create_index("ix_usage_created_at", "usage", ["created_at"])
-    op.create_index("ix_usage_user_id", "usage", ["user_id"])
-    op.create_index("ix_usage_api_key_id", "usage", ["api_key_id"])
+    # A user's or a key's calls in a time range: what reports and limits read.
+    op.create_index("ix_usage_user_id_created_at", "usage", ["user_id", "created_at"])
+    op.create_index("ix_usage_api_key_id_created_at", "usage", ["api_key_id", "created_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_usage_api_key_id", table_name="usage")
-    op.drop_index("ix_usage_user_id", table_name="usage")
+    op.drop_index("ix_usage_api_key_id_created_at", table_name="usage")
+    op.drop_index("ix_usage_user_id_created_at", table_name="usage")
     op.drop_index("ix_usage_created_at", table_name="usage")
     op.drop_table("usage")

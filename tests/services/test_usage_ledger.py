@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from app.services import usage_ledger
 from app.services.llm import FallbackService, LMStudioConfig, OpenRouterConfig, ProviderService
 from app.services.llm.ledger import CallRecord
 from app.services.llm.providers import PROVIDERS
-from app.services.usage_ledger import DROPPED, UsageWriter, usage_writer
+from app.services.usage_ledger import DROPPED, UsageWriter, delete_expired, usage_writer
 from tests.conftest import LLMEnv, serve_app
 from tests.upstream import StandInServer, unused_url
 from tests.upstream.openrouter_server import OpenRouterStandIn
@@ -155,3 +155,21 @@ async def test_buffered_rows_are_written_on_a_clean_shutdown(
     assert usage_writer.pending() == 0
     rows = await rows_since(started)
     assert [(r.kind, r.outcome, r.model) for r in rows] == [("text", "ok", MODEL)] * 4
+
+
+async def test_retention_deletes_only_rows_older_than_the_setting(llm_env: LLMEnv) -> None:
+    started = datetime.now(UTC)
+    old, recent = CallRecord("text"), CallRecord("text")
+    old.at = started - timedelta(days=91)
+    old.provider = recent.provider = "lmstudio"
+    old.model, recent.model = "retention-old", "retention-recent"
+    for record in (old, recent):
+        record.finish(None)
+    await usage_writer.flush()
+    assert await delete_expired(0) == 0  # 0 keeps everything
+    assert await delete_expired(90) >= 1
+    async with get_sessionmaker()() as session:
+        result = await session.exec(
+            select(UsageEntry.model).where(col(UsageEntry.model).startswith("retention-"))
+        )
+        assert list(result.all()) == ["retention-recent"]

@@ -285,8 +285,9 @@ class ProviderService(PromptCalls):
             record_call(
                 self.provider, self.model, "stream", outcome, time.perf_counter() - started, usage
             )
-            if usage_record is None:
-                record.finish(failure if failure or outcome != "ok" else None)
+            if usage_record is None:  # ended without its last chunk: the caller left
+                ended = None if outcome == "ok" else asyncio.CancelledError()
+                record.finish(failure or ended)
 
     async def _stream_with_retries(
         self, request: ChatRequest, started: float
