@@ -98,13 +98,17 @@ class UsageWriter:
         await self.flush()
 
     async def flush(self) -> int:
-        """Write every buffered row now; the number written (0 if the database failed)."""
+        """Write the rows buffered when called; the number written (fewer if the database
+        failed). Rows that arrive meanwhile wait for the next flush: under steady load a
+        flush that chased them would never end, writing a few rows per INSERT."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            written = 0
-            while self._rows:
-                batch = [self._rows.popleft() for _ in range(min(BATCH_ROWS, len(self._rows)))]
+            written, left = 0, len(self._rows)
+            while left > 0 and self._rows:
+                size = min(BATCH_ROWS, left, len(self._rows))
+                left -= size
+                batch = [self._rows.popleft() for _ in range(size)]
                 try:
                     await self._insert(batch)
                 except (SQLAlchemyError, OSError) as exc:

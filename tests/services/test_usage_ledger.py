@@ -173,3 +173,20 @@ async def test_retention_deletes_only_rows_older_than_the_setting(llm_env: LLMEn
             select(UsageEntry.model).where(col(UsageEntry.model).startswith("retention-"))
         )
         assert list(result.all()) == ["retention-recent"]
+
+
+async def test_a_flush_writes_what_was_buffered_not_what_keeps_arriving(llm_env: LLMEnv) -> None:
+    inserts: list[int] = []
+
+    class Arriving(UsageWriter):
+        async def _insert(self, batch: list[CallRecord]) -> None:
+            if not inserts:
+                self._rows.append(CallRecord("text"))  # a call ends while a batch is written
+            inserts.append(len(batch))
+            await super()._insert(batch)
+
+    writer = Arriving()
+    writer._rows.extend(CallRecord("text") for _ in range(3))
+    assert await writer.flush() == 3
+    assert inserts == [3]  # one INSERT; the newcomer waits for the next flush
+    assert writer.pending() == 1
