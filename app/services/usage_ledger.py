@@ -33,7 +33,7 @@ from app.core.config import get_settings
 from app.core.db import get_engine, unavailable_reason
 from app.core.loop_shutdown import close_at_loop_shutdown
 from app.models import ApiKey, UsageEntry
-from app.services.llm.ledger import CallRecord
+from app.services.llm.ledger import LedgerEntry
 
 logger = logging.getLogger("app.services.usage")
 
@@ -57,19 +57,19 @@ class UsageWriter:
 
     def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
         self.max_buffered = max_buffered
-        self._rows: deque[CallRecord] = deque()
+        self._rows: deque[LedgerEntry] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._key_ids: dict[str, uuid.UUID | None] = {}
         self._next_cleanup = 0.0
 
-    def submit(self, record: CallRecord) -> None:
-        """Buffer `record` (no I/O); start the writer if this loop has none yet."""
+    def submit(self, entry: LedgerEntry) -> None:
+        """Buffer `entry` (no I/O); start the writer if this loop has none yet."""
         if len(self._rows) >= self.max_buffered:
             self._rows.popleft()
             DROPPED.inc()
-        self._rows.append(record)
+        self._rows.append(entry)
         BUFFERED.set(len(self._rows))
         if self._task is None or self._task.done():
             self.start()
@@ -128,7 +128,7 @@ class UsageWriter:
         """How many rows wait to be written."""
         return len(self._rows)
 
-    def _put_back(self, batch: list[CallRecord]) -> None:
+    def _put_back(self, batch: list[LedgerEntry]) -> None:
         room = self.max_buffered - len(self._rows)
         kept = batch[-room:] if room > 0 else []
         DROPPED.inc(len(batch) - len(kept))
@@ -147,19 +147,19 @@ class UsageWriter:
             except Exception:  # the writer must outlive any one failure
                 logger.exception("usage ledger writer failed; retrying")
 
-    async def _insert(self, batch: list[CallRecord]) -> None:
+    async def _insert(self, batch: list[LedgerEntry]) -> None:
         # connect(), not begin() (an async generator): this also runs at a loop's shutdown,
         # when no new async generator may start.
         async with get_engine().connect() as connection:
             key_ids = await self._resolve_keys(connection, batch)
-            rows = [_row(record, key_ids) for record in batch]
+            rows = [_row(entry, key_ids) for entry in batch]
             await connection.execute(insert(UsageEntry), rows)
             await connection.commit()
 
     async def _resolve_keys(
-        self, connection: AsyncConnection, batch: list[CallRecord]
+        self, connection: AsyncConnection, batch: list[LedgerEntry]
     ) -> dict[str, uuid.UUID]:
-        hashes = {r.caller.api_key_hash for r in batch if r.caller and r.caller.api_key_hash}
+        hashes = {entry[2] for entry in batch if entry[2]}
         unknown = [h for h in hashes if h not in self._key_ids]
         if unknown:
             if len(self._key_ids) + len(unknown) > MAX_KEY_IDS:
@@ -182,20 +182,20 @@ class UsageWriter:
         await delete_expired(get_settings().usage_retention_days)
 
 
-def _row(record: CallRecord, key_ids: dict[str, uuid.UUID]) -> dict[str, Any]:
-    caller = record.caller
+def _row(entry: LedgerEntry, key_ids: dict[str, uuid.UUID]) -> dict[str, Any]:
+    at, user, key_hash, kind, provider, model, outcome, prompt, completion, ms, cost = entry
     return {
-        "created_at": record.at,
-        "user_id": caller.user_id if caller else None,
-        "api_key_id": key_ids.get(caller.api_key_hash) if caller and caller.api_key_hash else None,
-        "kind": (record.kind or "text")[:16],
-        "provider": record.provider[:32],
-        "model": record.model[:200],
-        "outcome": record.outcome[:64],
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "latency_ms": round(record.latency_ms, 3),
-        "cost": record.cost,
+        "created_at": datetime.fromtimestamp(at, UTC),
+        "user_id": None if user is None else uuid.UUID(int=user),
+        "api_key_id": key_ids.get(key_hash) if key_hash else None,
+        "kind": kind[:16],
+        "provider": provider[:32],
+        "model": model[:200],
+        "outcome": outcome[:64],
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "latency_ms": round(ms, 3),
+        "cost": cost,
     }
 
 
@@ -215,6 +215,6 @@ async def delete_expired(retention_days: int) -> int:
 usage_writer = UsageWriter()
 
 
-def submit(record: CallRecord) -> None:
+def submit(entry: LedgerEntry) -> None:
     """Buffer a finished call's record for the ledger."""
-    usage_writer.submit(record)
+    usage_writer.submit(entry)

@@ -15,7 +15,7 @@ from app.core.db import get_sessionmaker
 from app.models import UsageEntry
 from app.services import usage_ledger
 from app.services.llm import FallbackService, LMStudioConfig, OpenRouterConfig, ProviderService
-from app.services.llm.ledger import CallRecord
+from app.services.llm.ledger import CallRecord, LedgerEntry
 from app.services.llm.providers import PROVIDERS
 from app.services.usage_ledger import DROPPED, UsageWriter, delete_expired, usage_writer
 from tests.conftest import LLMEnv, serve_app
@@ -119,9 +119,8 @@ async def test_a_fallback_chain_is_one_row_naming_who_served_it_with_its_cost(
 async def test_a_full_buffer_drops_the_oldest_and_counts_them() -> None:
     writer = UsageWriter(max_buffered=3)
     before = DROPPED._value.get()
-    records = [CallRecord("text") for _ in range(5)]
-    for record in records:
-        writer.submit(record)
+    for _ in range(5):
+        writer.submit(CallRecord("text").entry())
     assert writer.pending() == 3
     assert DROPPED._value.get() - before == 2
     task = writer._task
@@ -160,7 +159,7 @@ async def test_buffered_rows_are_written_on_a_clean_shutdown(
 async def test_retention_deletes_only_rows_older_than_the_setting(llm_env: LLMEnv) -> None:
     started = datetime.now(UTC)
     old, recent = CallRecord("text"), CallRecord("text")
-    old.at = started - timedelta(days=91)
+    old.at = (started - timedelta(days=91)).timestamp()
     old.provider = recent.provider = "lmstudio"
     old.model, recent.model = "retention-old", "retention-recent"
     for record in (old, recent):
@@ -179,14 +178,14 @@ async def test_a_flush_writes_what_was_buffered_not_what_keeps_arriving(llm_env:
     inserts: list[int] = []
 
     class Arriving(UsageWriter):
-        async def _insert(self, batch: list[CallRecord]) -> None:
+        async def _insert(self, batch: list[LedgerEntry]) -> None:
             if not inserts:
-                self._rows.append(CallRecord("text"))  # a call ends while a batch is written
+                self._rows.append(CallRecord("text").entry())  # a call ends meanwhile
             inserts.append(len(batch))
             await super()._insert(batch)
 
     writer = Arriving()
-    writer._rows.extend(CallRecord("text") for _ in range(3))
+    writer._rows.extend(CallRecord("text").entry() for _ in range(3))
     assert await writer.flush() == 3
     assert inserts == [3]  # one INSERT; the newcomer waits for the next flush
     assert writer.pending() == 1

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from app.services.llm.errors import LLMError
 from app.services.llm.protocol import Usage
@@ -33,6 +32,14 @@ class Caller:
     user_id: uuid.UUID
     api_key_hash: str | None = None
 
+
+LedgerEntry = tuple[
+    float, int | None, str | None, str, str, str, str, int, int, float, float | None
+]
+"""A finished record as buffered: (time.time(), user id as int, API key hash, kind,
+provider, model, outcome, prompt tokens, completion tokens, latency ms, cost). A plain tuple
+of atoms, which the cyclic GC stops tracking: a buffer of objects surviving for a second
+under load would otherwise be promoted and rescanned by full collections."""
 
 _caller: ContextVar[Caller | None] = ContextVar("llm_caller", default=None)
 _open: ContextVar[CallRecord | None] = ContextVar("llm_call_record", default=None)
@@ -49,7 +56,7 @@ class CallRecord:
 
     kind: str | None
     caller: Caller | None = field(default_factory=_caller.get)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     provider: str = ""
     model: str = ""
@@ -86,7 +93,24 @@ class CallRecord:
         self.latency_ms = (time.perf_counter() - self.started) * 1000
         from app.services.usage_ledger import submit  # the writer imports models and the db
 
-        submit(self)
+        submit(self.entry())
+
+    def entry(self) -> LedgerEntry:
+        """The record as the buffer keeps it."""
+        caller = self.caller
+        return (
+            self.at,
+            caller.user_id.int if caller else None,
+            caller.api_key_hash if caller else None,
+            self.kind or "text",
+            self.provider,
+            self.model,
+            self.outcome,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.latency_ms,
+            self.cost,
+        )
 
 
 def current_record() -> CallRecord | None:
