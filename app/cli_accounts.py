@@ -148,14 +148,17 @@ def users_deactivate(
 
     async def work() -> tuple[User, bool]:
         from app.core.db import get_sessionmaker
-        from app.models import UserUpdate
+        from app.models import AuditAction, UserUpdate
         from app.services.users import update_user
 
         async with get_sessionmaker()() as session:
             user = await _session_user(session, email)
             if not user.is_active:
                 return user, False
-            return await update_user(session, user, UserUpdate(is_active=False)), True
+            action = AuditAction.USER_DEACTIVATE
+            return await update_user(
+                session, user, UserUpdate(is_active=False), action=action
+            ), True
 
     user, changed = run(work)
     message = "deactivated; their API keys are revoked" if changed else "was already inactive"

@@ -23,6 +23,7 @@ from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.core.heap import settle_after_startup
+from app.services.key_usage import key_usage
 from app.services.llm import close_clients
 from app.services.llm.settings import SettingsWatcher
 from app.services.users import ensure_first_superuser
@@ -56,6 +57,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if watcher is not None:
             await watcher.stop()
         await close_clients()
+        await key_usage.drain()
         await dispose_engine()
 
 
