@@ -139,6 +139,15 @@ async def test_settings_changes_are_recorded_with_before_and_after(
     assert update["target_type"] == "llm_settings"
     assert update["changes"] == {"lmstudio_model": ["first-model", "second-model"]}
 
+    # A refused save is rolled back with its event: they share one transaction.
+    refused = await client.patch(
+        "/api/v1/llm-settings",
+        json={"provider": "lmstudio", "lmstudio_model": None},  # written, then found unusable
+        headers=admin.headers,
+    )
+    assert refused.status_code == 400, refused.text
+    assert len(await _by(client, admin)) == 2
+
 
 async def test_no_secret_is_ever_recorded(
     client: httpx.AsyncClient, make_user: UserFactory
