@@ -1,5 +1,5 @@
 """Command line: `llm-backend` (or `python -m app`) serve | migrate | create-admin | models |
-ask | settings | health | users | api-keys.
+ask | settings | health | users | api-keys | audit.
 
 Starting it stays cheap: the top level imports typer alone, and each command imports what it
 uses (the web server, SQLAlchemy, the provider SDKs) when it runs, so `--help` is instant.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from app.cli_accounts import keys_cli, users_cli
+from app.cli_accounts import audit_command, keys_cli, users_cli
 from app.cli_support import (
     EXIT_CODES_HELP,
     EXIT_CONFIGURATION,
@@ -46,6 +46,7 @@ cli = typer.Typer(
 PROVIDER_NAMES = ", ".join(LLMProvider)
 cli.add_typer(users_cli, name="users")
 cli.add_typer(keys_cli, name="api-keys")
+cli.command("audit")(audit_command)
 
 
 # ── the server and the database ───────────────────────────────────────────────────────

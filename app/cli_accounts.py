@@ -148,14 +148,17 @@ def users_deactivate(
 
     async def work() -> tuple[User, bool]:
         from app.core.db import get_sessionmaker
-        from app.models import UserUpdate
+        from app.models import AuditAction, UserUpdate
         from app.services.users import update_user
 
         async with get_sessionmaker()() as session:
             user = await _session_user(session, email)
             if not user.is_active:
                 return user, False
-            return await update_user(session, user, UserUpdate(is_active=False)), True
+            action = AuditAction.USER_DEACTIVATE
+            return await update_user(
+                session, user, UserUpdate(is_active=False), action=action
+            ), True
 
     user, changed = run(work)
     message = "deactivated; their API keys are revoked" if changed else "was already inactive"
@@ -193,6 +196,8 @@ def _key_fields(row: ApiKey) -> dict[str, Any]:
         "prefix": row.prefix,
         "created_at": row.created_at,
         "revoked_at": row.revoked_at,
+        "expires_at": row.expires_at,
+        "last_used_at": row.last_used_at,
     }
 
 
@@ -282,3 +287,43 @@ def keys_revoke(
         print_json({"user": owner, "api_key": _key_fields(row)})
     done = "revoked" if changed else "was already revoked"
     stderr().print(f"API key {row.name!r} ({row.id}) of {owner} {done}")
+
+
+def audit_command(
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. user.update")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Events to show at most")] = 50,
+    json_output: JsonFlag = False,
+) -> None:
+    """Show the audit trail, newest first.
+
+    Who changed users, API keys and settings, when, and from what to what ("actor" is empty
+    for changes made from the command line)."""
+    from app.models import AuditAction, AuditEventPublic
+
+    try:
+        only = AuditAction(action) if action is not None else None
+    except ValueError:
+        choices = ", ".join(AuditAction)
+        raise typer.BadParameter(f"choose one of: {choices}", param_hint="--action") from None
+
+    async def work() -> tuple[list[AuditEventPublic], int]:
+        from app.core.db import get_sessionmaker
+        from app.services.audit import list_events
+
+        async with get_sessionmaker()() as session:
+            rows, count = await list_events(session, 0, limit, action=only)
+            return [AuditEventPublic.model_validate(row) for row in rows], count
+
+    events, count = run(work)
+    if json_output:
+        print_json({"count": count, "events": [e.model_dump(mode="json") for e in events]})
+        return
+    table = [
+        [e.at, e.actor_email, e.action, e.target_type, e.target_id, _changes_text(e.changes)]
+        for e in events
+    ]
+    print_rows(["at", "actor", "action", "target", "target id", "changes"], table)
+
+
+def _changes_text(changes: dict[str, list[Any]]) -> str:
+    return "; ".join(f"{name}: {before!r} → {after!r}" for name, (before, after) in changes.items())

@@ -23,6 +23,7 @@ from app.api.web_page import mount_admin_page
 from app.core.config import get_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.core.heap import settle_after_startup
+from app.services.key_usage import key_usage
 from app.services.llm import close_clients
 from app.services.llm.settings import SettingsWatcher
 from app.services.usage_ledger import usage_writer
@@ -59,6 +60,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             await watcher.stop()
         await usage_writer.stop()  # the ledger's buffered rows, before the engine goes
         await close_clients()
+        await key_usage.drain()
         await dispose_engine()
 
 

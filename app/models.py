@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BeforeValidator,
     ConfigDict,
     EmailStr,
@@ -161,8 +163,26 @@ class ApiKeyBase(SQLModel):
     name: PlainText = Field(min_length=1, max_length=100)
 
 
+MAX_API_KEY_LIFETIME = timedelta(days=5 * 366)
+
+
+def _future_expiry(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    now = utcnow()
+    if value <= now:
+        raise ValueError("must be in the future")
+    if value > now + MAX_API_KEY_LIFETIME:
+        raise ValueError("must be at most 5 years from now")
+    return value
+
+
 class ApiKeyCreate(ApiKeyBase):
-    pass
+    expires_at: Annotated[AwareDatetime | None, AfterValidator(_future_expiry)] = Field(
+        default=None,
+        description="When the key stops working (with a time zone; at most 5 years ahead); "
+        "null: never",
+    )
 
 
 class ApiKey(ApiKeyBase, table=True):
@@ -174,6 +194,9 @@ class ApiKey(ApiKeyBase, table=True):
     key_hash: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
     revoked_at: datetime | None = Field(default=None, sa_type=_timestamp())
+    expires_at: datetime | None = Field(default=None, sa_type=_timestamp())
+    # Written at most once a minute per key and worker, off the request path.
+    last_used_at: datetime | None = Field(default=None, sa_type=_timestamp())
 
 
 class ApiKeyPublic(ApiKeyBase):
@@ -181,6 +204,8 @@ class ApiKeyPublic(ApiKeyBase):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Accurate to about a minute")
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -404,6 +429,58 @@ class UsagePublic(SQLModel):
     until: datetime
     groups: list[UsageGroup]
     totals: UsageTotals
+
+
+# ── audit trail ──────────────────────────────────────────────────────────────
+
+
+class AuditAction(StrEnum):
+    """What an audit event records."""
+
+    USER_CREATE = "user.create"
+    USER_UPDATE = "user.update"
+    USER_DEACTIVATE = "user.deactivate"
+    USER_PASSWORD_CHANGE = "user.password_change"  # noqa: S105 - an action's name
+    API_KEY_CREATE = "api_key.create"
+    API_KEY_REVOKE = "api_key.revoke"
+    LLM_SETTINGS_CREATE = "llm_settings.create"
+    LLM_SETTINGS_UPDATE = "llm_settings.update"
+
+
+class AuditTarget(StrEnum):
+    """The kind of thing an audit event changed."""
+
+    USER = "user"
+    API_KEY = "api_key"
+    LLM_SETTINGS = "llm_settings"
+
+
+class AuditEventBase(SQLModel):
+    at: datetime = Field(default_factory=utcnow, sa_type=_timestamp(), index=True)
+    actor_id: uuid.UUID | None = Field(default=None, index=True)  # None: the command line
+    actor_email: str | None = Field(default=None, max_length=MAX_EMAIL_LENGTH)
+    action: AuditAction = Field(sa_type=sa.String(64), index=True)
+    target_type: AuditTarget = Field(sa_type=sa.String(32), index=True)
+    target_id: str = Field(max_length=64)
+    # {field: [before, after]}; secrets appear only as "password changed".
+    changes: dict[str, list[Any]] = Field(default_factory=dict, sa_type=sa.JSON)
+
+
+class AuditEvent(AuditEventBase, table=True):
+    """Who changed what, when, from what to what; written in the change's transaction."""
+
+    __tablename__ = "auditevent"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+class AuditEventPublic(AuditEventBase):
+    id: uuid.UUID
+
+
+class AuditEventsPublic(SQLModel):
+    data: list[AuditEventPublic]
+    count: int
 
 
 # ── auth ─────────────────────────────────────────────────────────────────────

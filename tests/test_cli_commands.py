@@ -211,7 +211,16 @@ def test_api_keys_create_list_and_revoke(cli_env: CliEnv) -> None:
     as_json = invoke("api-keys", "create", "ci@example.com", "--name", "second", "--json")
     second = json.loads(as_json.stdout)
     assert second["user"] == "ci@example.com"
-    assert set(second["api_key"]) == {"id", "name", "prefix", "created_at", "revoked_at", "key"}
+    assert set(second["api_key"]) == {
+        "id",
+        "name",
+        "prefix",
+        "created_at",
+        "revoked_at",
+        "expires_at",
+        "last_used_at",
+        "key",
+    }
     assert second["api_key"]["key"].startswith(second["api_key"]["prefix"])
 
     listed = json.loads(invoke("api-keys", "list", "ci@example.com", "--json").stdout)
@@ -250,6 +259,29 @@ def test_api_keys_create_list_and_revoke(cli_env: CliEnv) -> None:
     assert inactive.exit_code == 1
     assert "is inactive" in inactive.stderr
     assert run_async(lambda: owner(second["api_key"]["key"])) is None  # revoked with the user
+
+
+def test_audit_shows_what_the_commands_changed(cli_env: CliEnv) -> None:
+    created = invoke("users", "create", "audit@example.com", input="a-long-password\n" * 2)
+    assert created.exit_code == 0, created.output
+    assert invoke("users", "deactivate", "audit@example.com").exit_code == 0
+
+    shown = invoke("audit", "--json")
+    assert shown.exit_code == 0, shown.output
+    listed = json.loads(shown.stdout)
+    assert listed["count"] == 2
+    events = listed["events"]
+    assert [e["action"] for e in events] == ["user.deactivate", "user.create"]  # newest first
+    assert events[0]["changes"] == {"is_active": [True, False]}
+    assert events[0]["actor_email"] is None  # the command line
+    assert "a-long-password" not in shown.stdout
+
+    plain = _tsv(invoke("audit", "--action", "user.create").stdout)
+    assert plain[0] == ["at", "actor", "action", "target", "target id", "changes"]
+    assert [row[2] for row in plain[1:]] == ["user.create"]
+    assert "audit@example.com" in plain[1][5]
+    assert invoke("audit", "--action", "nothing").exit_code == 2
+    assert invoke("audit", "--limit", "0").exit_code == 2
 
 
 # ── models, settings, health ─────────────────────────────────────────────────────────

@@ -20,8 +20,9 @@ from app.core.security import (
 )
 from app.models import User
 from app.services import login_throttle
-from app.services.api_keys import user_for_api_key
+from app.services.api_keys import owner_of_api_key
 from app.services.credential_cache import credential_cache
+from app.services.key_usage import KeyFacts, key_usage
 from app.services.llm import LLMService, get_llm_service
 from app.services.llm.ledger import set_caller
 from app.services.login_throttle import LoginLimits, Ticket, TooManyAttempts
@@ -64,7 +65,8 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         raise _unauthorized("Not authenticated")
     is_api_key = looks_like_api_key(token)
     if is_api_key:
-        key = f"key:{hash_api_key(token)}"
+        key_hash = hash_api_key(token)
+        key = f"key:{key_hash}"
     else:
         try:
             claims = decode_access_token(token, settings.secret_key.get_secret_value())
@@ -76,7 +78,11 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
     async def load() -> User | None:
         async with get_sessionmaker()() as session:
             if is_api_key:
-                return await user_for_api_key(session, token)
+                owner = await owner_of_api_key(session, token)
+                if owner is None:
+                    return None
+                key_usage.remember(key_hash, KeyFacts(owner.key_id, owner.expires_at))
+                return owner.user
             return await get_user(session, user_id)
 
     ttl = settings.auth_cache_seconds
@@ -87,6 +93,16 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         )
     if not user.is_active:
         raise _unauthorized("Inactive user")
+    if is_api_key:
+        facts = key_usage.facts(key_hash)
+        if facts is None:  # dropped from the bounded table while the user stayed cached
+            user = await load()
+            facts = key_usage.facts(key_hash)
+            if user is None or facts is None:
+                raise _unauthorized("Invalid or revoked API key")
+        if facts.expired():
+            raise _unauthorized("API key expired")
+        key_usage.used(facts.key_id)
     if not is_api_key and claims.version != user.token_version:
         # The password changed or the user was deactivated after this token was issued.
         raise _unauthorized("Session ended (password changed or account deactivated)")

@@ -11,7 +11,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import DEFAULT_SUPERUSER_PASSWORD, Settings
 from app.core.security import hash_password, verify_password
-from app.models import MAX_EMAIL_LENGTH, ApiKey, User, UserCreate, UserUpdate, utcnow
+from app.models import (
+    MAX_EMAIL_LENGTH,
+    ApiKey,
+    AuditAction,
+    AuditTarget,
+    User,
+    UserCreate,
+    UserUpdate,
+    utcnow,
+)
+from app.services import audit
 from app.services.credential_cache import credential_cache, notify_credentials_changed
 
 logger = logging.getLogger(__name__)
@@ -23,20 +33,40 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return result.first()
 
 
-async def create_user(session: AsyncSession, user_in: UserCreate) -> User:
-    """Insert a user with an argon2 hash of their password."""
+# What the audit trail records of a user (the password only as "password changed").
+AUDITED_FIELDS = ("email", "full_name", "is_active", "is_superuser")
+
+
+def _audited(user: User) -> dict[str, object]:
+    return {name: getattr(user, name) for name in AUDITED_FIELDS}
+
+
+async def create_user(
+    session: AsyncSession, user_in: UserCreate, *, actor: User | None = None
+) -> User:
+    """Insert a user with an argon2 hash of their password (audited, as done by `actor`)."""
     user = User.model_validate(
         user_in.model_dump(exclude={"password"}),
         update={"hashed_password": await hash_password(user_in.password)},
     )
     session.add(user)
+    changes = audit.diff({}, _audited(user), AUDITED_FIELDS)
+    audit.record(session, actor, AuditAction.USER_CREATE, AuditTarget.USER, user.id, changes)
     await session.commit()
     await session.refresh(user)
     return user
 
 
-async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) -> User:
-    """Apply the fields set in `user_in`, re-hashing a new password.
+async def update_user(
+    session: AsyncSession,
+    user: User,
+    user_in: UserUpdate,
+    *,
+    actor: User | None = None,
+    action: AuditAction = AuditAction.USER_UPDATE,
+) -> User:
+    """Apply the fields set in `user_in`, re-hashing a new password; one audit event
+    (`action`, by `actor`) records what changed, in the same transaction.
 
     A new password or a deactivation ends every session: the user's token_version is
     bumped, so access tokens issued before it are refused (reactivation does not revive
@@ -49,8 +79,13 @@ async def update_user(session: AsyncSession, user: User, user_in: UserUpdate) ->
     deactivating = data.get("is_active") is False and user.is_active
     if password is not None:
         data["hashed_password"] = await hash_password(password)
+    before = _audited(user)
     user.sqlmodel_update(data)
     session.add(user)
+    changes = audit.diff(before, _audited(user), AUDITED_FIELDS)
+    if password is not None:
+        changes["password"] = [None, audit.PASSWORD_CHANGED]
+    audit.record(session, actor, action, AuditTarget.USER, user.id, changes)
     if password is not None or deactivating:
         # Incremented in SQL, so two concurrent changes both move the version on.
         await session.exec(
@@ -79,7 +114,13 @@ async def change_password(
     """Set a new password if `current_password` is right (ending other sessions); else None."""
     if not await verify_password(current_password, user.hashed_password):
         return None
-    return await update_user(session, user, UserUpdate(password=new_password))
+    return await update_user(
+        session,
+        user,
+        UserUpdate(password=new_password),
+        actor=user,
+        action=AuditAction.USER_PASSWORD_CHANGE,
+    )
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:

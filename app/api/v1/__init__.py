@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.api.v1 import api_keys, health, llm, llm_settings, login, usage, users
+from app.api.v1 import api_keys, audit, health, llm, llm_settings, login, usage, users
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(login.router)
@@ -12,3 +12,4 @@ api_router.include_router(llm_settings.router)
 api_router.include_router(llm.router)
 api_router.include_router(usage.router)
 api_router.include_router(health.router)
+api_router.include_router(audit.router)

@@ -18,8 +18,9 @@ router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 async def create_api_key(
     session: SessionDep, user: CurrentUser, key_in: ApiKeyCreate
 ) -> ApiKeyCreated:
-    """Issue a key. The response is the only time the key itself is shown."""
-    row, key = await key_service.issue_api_key(session, user, key_in)
+    """Issue a key, optionally expiring (`expires_at`, at most 5 years ahead). The response
+    is the only time the key itself is shown."""
+    row, key = await key_service.issue_api_key(session, user, key_in, actor=user)
     return ApiKeyCreated.model_validate(row, update={"key": key})
 
 
@@ -35,6 +36,6 @@ async def list_api_keys(
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_api_key(session: SessionDep, user: CurrentUser, key_id: uuid.UUID) -> Response:
     """Revoke a key; it stops working immediately."""
-    if await key_service.revoke_api_key(session, user, key_id) is None:
+    if await key_service.revoke_api_key(session, user, key_id, actor=user) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="API key not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

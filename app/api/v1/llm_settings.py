@@ -93,7 +93,9 @@ async def _save(
     create: bool = False,
 ) -> LLMSettingsPublic:
     try:
-        saved = await save_llm_settings(session, changes, user_id=admin.id, create=create)
+        saved = await save_llm_settings(
+            session, changes, user_id=admin.id, create=create, actor=admin
+        )
     except LLMFallbackSettingsError as exc:
         # A 422 in the shape of every other 422: a list of errors, each with where it is.
         where = ("body", "fallback_providers")

@@ -17,9 +17,20 @@ from app.api.deps import (
 )
 from app.api.paging import Limit, Skip
 from app.api.v1.login import issue_token
-from app.models import Token, UpdatePassword, User, UserCreate, UserPublic, UsersPublic, UserUpdate
+from app.models import (
+    ApiKeyPublic,
+    AuditAction,
+    Token,
+    UpdatePassword,
+    User,
+    UserCreate,
+    UserPublic,
+    UsersPublic,
+    UserUpdate,
+)
 from app.services import login_throttle
 from app.services import users as user_service
+from app.services.api_keys import list_api_keys
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -72,12 +83,12 @@ async def list_users(
     return UsersPublic(data=[UserPublic.model_validate(u) for u in rows], count=count)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_admin)])
-async def create_user(session: SessionDep, user_in: UserCreate) -> UserPublic:
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_user(session: SessionDep, admin: AdminUser, user_in: UserCreate) -> UserPublic:
     """Create a user (admin only); 409 if the email is taken."""
     if await user_service.get_user_by_email(session, user_in.email) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=_EMAIL_TAKEN)
-    return UserPublic.model_validate(await user_service.create_user(session, user_in))
+    return UserPublic.model_validate(await user_service.create_user(session, user_in, actor=admin))
 
 
 async def _existing_user(session: SessionDep, user_id: uuid.UUID) -> User:
@@ -85,6 +96,18 @@ async def _existing_user(session: SessionDep, user_id: uuid.UUID) -> User:
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
     return user
+
+
+@router.get("/{user_id}/api-keys", dependencies=[Depends(require_admin)])
+async def list_user_api_keys(
+    session: SessionDep,
+    user: Annotated[User, Depends(_existing_user)],
+    skip: Skip = 0,
+    limit: Limit = 100,
+) -> list[ApiKeyPublic]:
+    """A page of a user's API keys, newest first, revoked ones included (admin only)."""
+    rows = await list_api_keys(session, user, skip, limit)
+    return [ApiKeyPublic.model_validate(k) for k in rows]
 
 
 @router.get("/{user_id}", dependencies=[Depends(require_admin)])
@@ -112,7 +135,9 @@ async def update_user(
     email_changes = user_in.email is not None and user_in.email.lower() != user.email.lower()
     if email_changes and await user_service.get_user_by_email(session, str(user_in.email)):
         raise HTTPException(status.HTTP_409_CONFLICT, detail=_EMAIL_TAKEN)
-    return UserPublic.model_validate(await user_service.update_user(session, user, user_in))
+    return UserPublic.model_validate(
+        await user_service.update_user(session, user, user_in, actor=admin)
+    )
 
 
 @router.delete("/{user_id}")
@@ -127,5 +152,11 @@ async def deactivate_user(
             status.HTTP_400_BAD_REQUEST, detail="Admins cannot deactivate themselves"
         )
     return UserPublic.model_validate(
-        await user_service.update_user(session, user, UserUpdate(is_active=False))
+        await user_service.update_user(
+            session,
+            user,
+            UserUpdate(is_active=False),
+            actor=admin,
+            action=AuditAction.USER_DEACTIVATE,
+        )
     )

@@ -29,7 +29,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.config import LLMProvider, Settings, get_settings
 from app.core.db import get_sessionmaker, upsert_insert
-from app.models import LLMSettings, LLMSettingsUpdate, utcnow
+from app.models import (
+    AuditAction,
+    AuditTarget,
+    LLMSettings,
+    LLMSettingsUpdate,
+    ProviderModels,
+    User,
+    utcnow,
+)
+from app.services import audit
 from app.services.credential_cache import NOTIFY_CHANNEL as CREDENTIALS_CHANNEL
 from app.services.credential_cache import credential_cache, on_credentials_notify
 from app.services.llm.errors import (
@@ -282,12 +291,16 @@ class SaveResult:
     warnings: list[str]
 
 
+_AUDITED_FIELDS = ("provider", *ProviderModels.model_fields, "fallback_providers")
+
+
 async def save_llm_settings(
     session: AsyncSession,
     changes: LLMSettingsUpdate,
     *,
     user_id: uuid.UUID | None,
     create: bool = False,
+    actor: User | None = None,
 ) -> SaveResult:
     """Apply `changes` (creating the row if absent) and make every worker see them.
 
@@ -298,7 +311,8 @@ async def save_llm_settings(
     LLMConfigurationError when the active provider would be left without a model,
     LLMFallbackSettingsError (422) for a fallback chain that cannot work. The active
     provider is dropped from the saved chain (a warning says so); problems of a chain this
-    save did not set are warnings, never a refusal.
+    save did not set are warnings, never a refusal. One audit event (by `actor`; None: the
+    command line) records what changed, in the same transaction.
     """
     settings = get_settings()
     values = changes.model_dump(exclude_unset=True)
@@ -309,6 +323,8 @@ async def save_llm_settings(
         )
         check_fallback_list(requested)
         values["fallback_providers"] = _fallbacks_for_row(requested)
+    previous = await read_saved_row(session)
+    before = {name: getattr(previous, name) for name in _AUDITED_FIELDS} if previous else {}
     now = utcnow()
     fresh = LLMSettings(id=SINGLETON_ID, provider=settings.llm_provider, version=1)
     fresh.sqlmodel_update({**values, "updated_at": now, "updated_by": user_id})
@@ -348,6 +364,16 @@ async def save_llm_settings(
     if requested is not None and not requested and effective.fallbacks:
         names = ", ".join(e.provider.value for e in effective.fallbacks)
         warnings.append(f"fallback_providers is empty, so LLM_FALLBACK_PROVIDERS applies: {names}")
+    after = {name: getattr(row, name) for name in _AUDITED_FIELDS}
+    after["fallback_providers"] = _fallbacks_for_row(saved.fallbacks)
+    audit.record(
+        session,
+        actor,
+        AuditAction.LLM_SETTINGS_UPDATE if previous else AuditAction.LLM_SETTINGS_CREATE,
+        AuditTarget.LLM_SETTINGS,
+        SINGLETON_ID,
+        audit.diff(before, after, _AUDITED_FIELDS),
+    )
     if dialect == "postgresql":
         # Delivered to every listening worker when (and only if) this transaction commits.
         await session.exec(  # type: ignore[call-overload]
