@@ -93,6 +93,7 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         )
     if not user.is_active:
         raise _unauthorized("Inactive user")
+    key_id = None
     if is_api_key:
         facts = key_usage.facts(key_hash)
         if facts is None:  # dropped from the bounded table while the user stayed cached
@@ -103,11 +104,11 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         if facts.expired():
             raise _unauthorized("API key expired")
         key_usage.used(facts.key_id)
+        key_id = facts.key_id
     if not is_api_key and claims.version != user.token_version:
         # The password changed or the user was deactivated after this token was issued.
         raise _unauthorized("Session ended (password changed or account deactivated)")
-    # The usage ledger's caller for this request's LLM calls (the key by hash: no lookup here).
-    set_caller(user.id, key.removeprefix("key:") if is_api_key else None)
+    set_caller(user.id, key_id)  # the usage ledger's caller for this request's LLM calls
     return user
 
 

@@ -8,9 +8,6 @@ flushes what is left on a clean shutdown; a script using the library gets the sa
 end of `asyncio.run()` (`close_at_loop_shutdown`). While the database cannot be written,
 rows wait in the buffer, at most `MAX_BUFFERED` of them: past that the oldest are dropped
 and counted in `usage_rows_dropped_total`.
-
-API keys are buffered by hash (what authentication has at hand) and turned into key ids
-when a batch is written, with one query per batch for the hashes not seen before.
 """
 
 from __future__ import annotations
@@ -24,15 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from app.core.config import get_settings
 from app.core.db import get_engine, unavailable_reason
 from app.core.loop_shutdown import close_at_loop_shutdown
-from app.models import ApiKey, UsageEntry
+from app.models import UsageEntry
 from app.services.llm.ledger import LedgerEntry
 
 logger = logging.getLogger("app.services.usage")
@@ -42,7 +38,6 @@ FLUSH_ROWS = 500
 BATCH_ROWS = 1000
 MAX_BUFFERED = 100_000
 CLEANUP_SECONDS = 3600.0
-MAX_KEY_IDS = 10_000
 
 DROPPED = Counter(
     "usage_rows_dropped_total",
@@ -61,7 +56,6 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
-        self._key_ids: dict[str, uuid.UUID | None] = {}
         self._next_cleanup = 0.0
 
     def submit(self, entry: LedgerEntry) -> None:
@@ -151,28 +145,9 @@ class UsageWriter:
         # connect(), not begin() (an async generator): this also runs at a loop's shutdown,
         # when no new async generator may start.
         async with get_engine().connect() as connection:
-            key_ids = await self._resolve_keys(connection, batch)
-            rows = [_row(entry, key_ids) for entry in batch]
+            rows = [_row(entry) for entry in batch]
             await connection.execute(insert(UsageEntry), rows)
             await connection.commit()
-
-    async def _resolve_keys(
-        self, connection: AsyncConnection, batch: list[LedgerEntry]
-    ) -> dict[str, uuid.UUID]:
-        hashes = {entry[2] for entry in batch if entry[2]}
-        unknown = [h for h in hashes if h not in self._key_ids]
-        if unknown:
-            if len(self._key_ids) + len(unknown) > MAX_KEY_IDS:
-                self._key_ids.clear()
-            result = await connection.execute(
-                select(col(ApiKey.id), col(ApiKey.key_hash)).where(
-                    col(ApiKey.key_hash).in_(unknown)
-                )
-            )
-            found = {key_hash: key_id for key_id, key_hash in result.all()}
-            for key_hash in unknown:
-                self._key_ids[key_hash] = found.get(key_hash)
-        return {h: i for h in hashes if (i := self._key_ids.get(h)) is not None}
 
     async def _clean_up_now_and_then(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,12 +157,12 @@ class UsageWriter:
         await delete_expired(get_settings().usage_retention_days)
 
 
-def _row(entry: LedgerEntry, key_ids: dict[str, uuid.UUID]) -> dict[str, Any]:
-    at, user, key_hash, kind, provider, model, outcome, prompt, completion, ms, cost = entry
+def _row(entry: LedgerEntry) -> dict[str, Any]:
+    at, user, key, kind, provider, model, outcome, prompt, completion, ms, cost = entry
     return {
         "created_at": datetime.fromtimestamp(at, UTC),
         "user_id": None if user is None else uuid.UUID(int=user),
-        "api_key_id": key_ids.get(key_hash) if key_hash else None,
+        "api_key_id": None if key is None else uuid.UUID(int=key),
         "kind": kind[:16],
         "provider": provider[:32],
         "model": model[:200],

@@ -27,16 +27,16 @@ from app.services.llm.protocol import Usage
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the user, and the hash of the API key used (None for a JWT)."""
+    """Who is calling: the user, and the API key used (None for a JWT)."""
 
     user_id: uuid.UUID
-    api_key_hash: str | None = None
+    api_key_id: uuid.UUID | None = None
 
 
 LedgerEntry = tuple[
-    float, int | None, str | None, str, str, str, str, int, int, float, float | None
+    float, int | None, int | None, str, str, str, str, int, int, float, float | None
 ]
-"""A finished record as buffered: (time.time(), user id as int, API key hash, kind,
+"""A finished record as buffered: (time.time(), user id as int, API key id as int, kind,
 provider, model, outcome, prompt tokens, completion tokens, latency ms, cost). A plain tuple
 of atoms, which the cyclic GC stops tracking: a buffer of objects surviving for a second
 under load would otherwise be promoted and rescanned by full collections."""
@@ -45,9 +45,9 @@ _caller: ContextVar[Caller | None] = ContextVar("llm_caller", default=None)
 _open: ContextVar[CallRecord | None] = ContextVar("llm_call_record", default=None)
 
 
-def set_caller(user_id: uuid.UUID, api_key_hash: str | None) -> None:
+def set_caller(user_id: uuid.UUID, api_key_id: uuid.UUID | None) -> None:
     """Name the caller of the LLM calls made from here on in this context (one request)."""
-    _caller.set(Caller(user_id, api_key_hash))
+    _caller.set(Caller(user_id, api_key_id))
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ class CallRecord:
         return (
             self.at,
             caller.user_id.int if caller else None,
-            caller.api_key_hash if caller else None,
+            caller.api_key_id.int if caller and caller.api_key_id else None,
             self.kind or "text",
             self.provider,
             self.model,
