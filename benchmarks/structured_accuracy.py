@@ -47,6 +47,7 @@ from benchmarks.structured_quality import (
     DEFAULT_SEED,
     DEFAULT_TEMPERATURE,
     Record,
+    percent,
     run_instructor,
     run_naive,
     run_ours,
@@ -266,10 +267,6 @@ def run(
     return report
 
 
-def _percent(share: float | None) -> str:
-    return "n/a" if share is None else f"{share * 100:.1f} %"
-
-
 def to_markdown(result: dict[str, Any]) -> str:
     """Settings, one table per model (class by approach), the verdicts."""
     settings = result["settings"]
@@ -300,21 +297,21 @@ def to_markdown(result: dict[str, Any]) -> str:
                     continue
                 label = f"**{cls}**" if cls == "overall" else cls
                 lines.append(
-                    f"| {label} (n={row['calls']}) | {name} | {_percent(row['valid_share'])} "
-                    f"| {_percent(row['fields_right_share'])} "
+                    f"| {label} (n={row['calls']}) | {name} | {percent(row['valid_share'])} "
+                    f"| {percent(row['fields_right_share'])} "
                     f"({row['fields_right']}/{row['fields']}) "
-                    f"| {_percent(row['all_right_share'])} | {row['mean_attempts']:.2f} "
+                    f"| {percent(row['all_right_share'])} | {row['mean_attempts']:.2f} "
                     f"| {row['p50_latency_ms']:.0f} |"
                 )
     lines.append("")
     for name, verdict in result["verdicts"].items():
-        valid = ", ".join(f"{m} {_percent(v)}" for m, v in verdict["valid_share"].items())
+        valid = ", ".join(f"{m} {percent(v)}" for m, v in verdict["valid_share"].items())
         lines.append(
             f"- {name}: structured valid ≥ {TARGET_VALID_SHARE * 100:.0f} % on both models: "
             f"**{'met' if verdict['valid_met'] else 'NOT met'}** ({valid})"
         )
         gaps = "; ".join(
-            f"{g['model']} {g['task_class']} {_percent(g['ours'])} vs {_percent(g['instructor'])}"
+            f"{g['model']} {g['task_class']} {percent(g['ours'])} vs {percent(g['instructor'])}"
             for g in verdict["not_ahead"]
         )
         lines.append(

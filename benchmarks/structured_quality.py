@@ -406,7 +406,8 @@ def run(
     return report
 
 
-def _percent(share: float | None) -> str:
+def percent(share: float | None) -> str:
+    """A share as "12.3 %", or "n/a" when there is none."""
     return "n/a" if share is None else f"{share * 100:.1f} %"
 
 
@@ -431,7 +432,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                 continue
             label = f"**{cls}**" if cls == "overall" else cls
             lines.append(
-                f"| {label} (n={row['calls']}) | {name} | {_percent(row['valid_share'])} "
+                f"| {label} (n={row['calls']}) | {name} | {percent(row['valid_share'])} "
                 f"| {row['mean_attempts']:.2f} | {row['p50_latency_ms']:.0f} |"
             )
     verdict = result["verdict"]
