@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from app.core.config import LLMProvider, Settings
 from app.services.llm.config import ProviderConfig
 from app.services.llm.errors import (
@@ -64,6 +66,11 @@ class ProviderSpec:
     def base_url(self, settings: Settings) -> str:
         """Where it is, without credentials, fit to show to an admin."""
         return redact_url(self.config_from(settings, "-").base_url)
+
+
+def holds_secret(value: SecretStr | None) -> bool:
+    """Whether a key setting holds a key (set, and not empty)."""
+    return value is not None and bool(value.get_secret_value())
 
 
 def needs_no_credentials(_settings: Settings) -> str | None:

@@ -6,7 +6,7 @@ from pydantic import SecretStr
 
 from app.core.config import LLMProvider, Settings
 from app.services.llm.config import OpenAIConfig
-from app.services.llm.providers.base import ProviderSpec
+from app.services.llm.providers.base import ProviderSpec, holds_secret
 from app.services.llm.providers.openai_compatible import OpenAIWire
 
 
@@ -23,8 +23,7 @@ def config_from(settings: Settings, model: str) -> OpenAIConfig:
 
 def key_set(settings: Settings) -> bool:
     """Whether OPENAI_API_KEY holds a key."""
-    key = settings.openai_api_key
-    return key is not None and bool(key.get_secret_value())
+    return holds_secret(settings.openai_api_key)
 
 
 def missing_key(settings: Settings) -> str | None:

@@ -23,7 +23,7 @@ from app.core.config import LLMProvider, Settings
 from app.services.llm.config import OpenRouterConfig
 from app.services.llm.errors import LLMError, LLMUpstreamError
 from app.services.llm.protocol import Capabilities, ChatRequest, ModelInfo, Usage
-from app.services.llm.providers.base import ProviderSpec
+from app.services.llm.providers.base import ProviderSpec, holds_secret
 from app.services.llm.providers.openai_compatible import OpenAIWire, error_text
 from app.services.llm.providers.wire import finish_reason_of, first_choice, short_reason
 
@@ -162,8 +162,7 @@ def config_from(settings: Settings, model: str) -> OpenRouterConfig:
 
 def key_set(settings: Settings) -> bool:
     """Whether OPENROUTER_API_KEY holds a key."""
-    key = settings.openrouter_api_key
-    return key is not None and bool(key.get_secret_value())
+    return holds_secret(settings.openrouter_api_key)
 
 
 def missing_key(settings: Settings) -> str | None:
