@@ -41,6 +41,8 @@ from app.services.llm import (
     get_llm_service_with_overrides,
     load_effective_settings,
 )
+from app.services.llm.ledger import Caller, current_caller
+from app.services.llm.policy import may_call
 
 PREFIX = "/v1"
 router = APIRouter(
@@ -208,6 +210,8 @@ async def list_models(request: Request) -> dict[str, Any]:
             kind = "llm_timeout_error"
         errors.append({"provider": active.value, "message": message, "type": kind})
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
+    if (caller := current_caller()) is not None and caller.scopes:
+        ids = _callable(ids, caller, active.value, effective.model_for(active))
     body: dict[str, Any] = {
         "object": "list",
         "data": [
@@ -218,6 +222,15 @@ async def list_models(request: Request) -> dict[str, Any]:
     if errors:
         body["provider_errors"] = errors
     return body
+
+
+def _callable(ids: list[str], caller: Caller, active: str, default: str | None) -> list[str]:
+    """The ids of `ids` the caller's policies allow ("default": the active provider's model)."""
+    return [
+        i
+        for i in ids
+        if may_call(caller, *((active, default or "") if i == "default" else i.split("/", 1)))
+    ]
 
 
 @router.post("/chat/completions", response_model=None)

@@ -36,6 +36,7 @@ from app.services.llm.metrics import (
     model_label,
     record_call,
 )
+from app.services.llm.policy import admit
 from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
@@ -201,6 +202,7 @@ class ProviderService(PromptCalls):
         outcome, usage = "cancelled", None
         with recording("text") as record:
             record.trying(self.provider.value, self.model)
+            await admit(record, self.provider.value, self.model)  # the caller's policies
             try:
                 async with self._slot():
                     started = time.perf_counter()  # latency is the upstream's, not our queue's
@@ -261,6 +263,7 @@ class ProviderService(PromptCalls):
         failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
         try:
+            await admit(record, self.provider.value, self.model)  # the caller's policies
             async with self._slot():
                 started = time.perf_counter()  # time to first token excludes our queue
                 in_flight.inc()

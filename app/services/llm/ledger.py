@@ -21,16 +21,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from app.services.llm import policy
 from app.services.llm.errors import LLMError
 from app.services.llm.protocol import Usage
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the user, and the API key used (None for a JWT)."""
+    """Who is calling: the user, the API key used (None for a JWT), and the policies their
+    calls are held to (the key's, then the user's; none: no limits)."""
 
     user_id: uuid.UUID
     api_key_id: uuid.UUID | None = None
+    scopes: tuple[policy.Scope, ...] = ()
 
 
 LedgerEntry = tuple[
@@ -45,9 +48,16 @@ _caller: ContextVar[Caller | None] = ContextVar("llm_caller", default=None)
 _open: ContextVar[CallRecord | None] = ContextVar("llm_call_record", default=None)
 
 
-def set_caller(user_id: uuid.UUID, api_key_id: uuid.UUID | None) -> None:
+def set_caller(
+    user_id: uuid.UUID, api_key_id: uuid.UUID | None, scopes: tuple[policy.Scope, ...] = ()
+) -> None:
     """Name the caller of the LLM calls made from here on in this context (one request)."""
-    _caller.set(Caller(user_id, api_key_id))
+    _caller.set(Caller(user_id, api_key_id, scopes))
+
+
+def current_caller() -> Caller | None:
+    """The caller of this context's LLM calls (None outside an authenticated request)."""
+    return _caller.get()
 
 
 @dataclass(slots=True)
@@ -65,6 +75,8 @@ class CallRecord:
     cost: float | None = None
     outcome: str = "cancelled"
     latency_ms: float = 0.0
+    admitted: bool = False  # by the caller's policies (`policy.admit`)
+    leases: list[tuple[str, str]] = field(default_factory=list)  # its streams' leases
 
     def trying(self, provider: str, model: str) -> None:
         """An attempt goes to `provider`'s `model` (what a failed call names)."""
@@ -91,6 +103,8 @@ class CallRecord:
             self.outcome = "internal_error"
         self.kind = self.kind or "text"
         self.latency_ms = (time.perf_counter() - self.started) * 1000
+        if self.admitted:
+            policy.settle(self)
         from app.services.usage_ledger import submit  # the writer imports models and the db
 
         submit(self.entry())
