@@ -4,9 +4,11 @@ One small interface (`Counters`) over the database the service already has (Post
 or SQLite for a single machine). Each operation is one atomic statement or one short
 transaction, so limits hold exactly however many processes count at once:
 
-- `take`: +1 unless the count reached the limit (`INSERT … ON CONFLICT DO UPDATE … WHERE
-  n < limit RETURNING n`: the row lock makes concurrent takes queue, none passes the limit);
-- `add` / `read`: tokens, counted after a call and checked before the next;
+- `admit`: in one transaction, token counts read against their limits, then requests
+  counted, +1 each unless at the limit (`INSERT … ON CONFLICT DO UPDATE … WHERE n < limit
+  RETURNING n`: the row lock makes concurrent admissions queue, none passes the limit);
+  all or nothing;
+- `add_all`: the tokens a call spent, counted after it;
 - `lease` / `release` / `renew`: running streams. A lease expires unless renewed, so the
   streams of a process that died stop counting after `LEASE_SECONDS`.
 
@@ -17,7 +19,7 @@ and rows past their expiry are deleted now and then.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,26 +58,31 @@ class Counters:
     def __init__(self) -> None:
         self._takes = 0
 
-    async def take(self, key: str, limit: int, expires: float) -> bool:
-        """Count one more under `key` unless `limit` is reached; whether it was counted."""
+    async def admit(
+        self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
+    ) -> int | None:
+        """One transaction: each of `reads` (key, limit) must be under its limit, then each of
+        `takes` (key, limit, expires) is counted unless at its limit. All or nothing: the
+        index (into `reads` + `takes`) of the first one at its limit, or None if admitted."""
         self._takes += 1
         async with get_engine().begin() as conn:
-            counted = (
-                await conn.execute(_TAKE, {"key": key, "limit": limit, "expires": expires})
-            ).first()
+            for index, (key, limit) in enumerate(reads):
+                if int((await conn.execute(_READ, {"key": key})).scalar() or 0) >= limit:
+                    return index
+            for index, (key, limit, expires) in enumerate(takes, len(reads)):
+                values = {"key": key, "limit": limit, "expires": expires}
+                if (await conn.execute(_TAKE, values)).first() is None:
+                    await conn.rollback()  # the takes before it are not counted either
+                    return index
             if self._takes % SWEEP_EVERY == 0:
                 await _sweep(conn)
-        return counted is not None
+        return None
 
-    async def add(self, key: str, amount: int, expires: float) -> None:
-        """Count `amount` more under `key`."""
+    async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
+        """Count each of `adds` (key, amount, expires), in one transaction."""
         async with get_engine().begin() as conn:
-            await conn.execute(_ADD, {"key": key, "amount": amount, "expires": expires})
-
-    async def read(self, key: str) -> int:
-        """What is counted under `key` (0 if nothing)."""
-        async with get_engine().connect() as conn:
-            return int((await conn.execute(_READ, {"key": key})).scalar() or 0)
+            for key, amount, expires in adds:
+                await conn.execute(_ADD, {"key": key, "amount": amount, "expires": expires})
 
     async def lease(self, key: str, lease_id: str, limit: int) -> bool:
         """Take a lease under `key` if fewer than `limit` live ones are held; whether taken."""

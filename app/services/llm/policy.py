@@ -130,20 +130,27 @@ async def admit(record: CallRecord, provider: str, model: str) -> None:
     if _pending:  # this process's counts of calls that just ended come first
         await asyncio.gather(*_pending, return_exceptions=True)
     now = time.time()
+    reads: list[tuple[str, int]] = []
+    takes: list[tuple[str, int, float]] = []
+    refusals: list[tuple[str, Scope, int, float]] = []  # what each check's refusal says
     for scope in caller.scopes:
-        if (limit := scope.requests_per_minute) is not None:
-            window = int(now // MINUTE)
-            key = f"{scope.key}:rpm:{window}"
-            if not await counters.take(key, limit, (window + 1) * MINUTE):
-                raise _reached("requests_per_minute", scope, limit, (window + 1) * MINUTE - now)
         for name, limit, length in (
             ("tokens_per_minute", scope.tokens_per_minute, MINUTE),
             ("tokens_per_day", scope.tokens_per_day, DAY),
         ):
             if limit is not None:
                 window = int(now // length)
-                if await counters.read(_tokens_key(scope, name, window)) >= limit:
-                    raise _reached(name, scope, limit, (window + 1) * length - now)
+                reads.append((_tokens_key(scope, name, window), limit))
+                refusals.append((name, scope, limit, (window + 1) * length - now))
+    for scope in caller.scopes:
+        if (limit := scope.requests_per_minute) is not None:
+            window = int(now // MINUTE)
+            takes.append((f"{scope.key}:rpm:{window}", limit, (window + 1) * MINUTE))
+            refusals.append(("requests_per_minute", scope, limit, (window + 1) * MINUTE - now))
+    if reads or takes:
+        refused = await counters.admit(reads, takes)
+        if refused is not None:
+            raise _reached(*refusals[refused])
     if record.kind == "stream":
         for scope in caller.scopes:
             if (limit := scope.max_concurrent_streams) is not None:
@@ -182,15 +189,17 @@ async def _settle(caller: Caller, tokens: int, leases: list[tuple[str, str]]) ->
             await counters.release(key, lease_id)
         if tokens:
             now = time.time()
-            for scope in caller.scopes:
+            adds = [
+                (_tokens_key(scope, name, int(now // length)), tokens, (now // length + 1) * length)
+                for scope in caller.scopes
                 for name, limit, length in (
                     ("tokens_per_minute", scope.tokens_per_minute, MINUTE),
                     ("tokens_per_day", scope.tokens_per_day, DAY),
-                ):
-                    if limit is not None:
-                        window = int(now // length)
-                        key = _tokens_key(scope, name, window)
-                        await counters.add(key, tokens, (window + 1) * length)
+                )
+                if limit is not None
+            ]
+            if adds:
+                await counters.add_all(adds)
     except Exception as exc:  # counted late or not at all: never fails the call that ended
         logger.warning("policy counts not written: %s", type(exc).__name__)
 

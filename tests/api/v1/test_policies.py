@@ -222,7 +222,7 @@ async def test_concurrent_streams_are_limited_and_a_cancelled_stream_frees_its_l
     await _set_key_policy(client, admin_headers, key, {"max_concurrent_streams": 1})
     headers = _bearer(key)
     body = {**CHAT, "stream": True}
-    upstream.slow_stream(n_chunks=50, interval=0.1)
+    upstream.slow_stream(n_chunks=40, interval=0.05, times=None)
     async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as first:
         assert first.status_code == 200
         async for _ in first.aiter_lines():
