@@ -23,7 +23,9 @@ LOCAL = "llama-3.2-3b-instruct"
 CHAT = {"model": f"lmstudio/{LOCAL}", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def _serve(database_url: str, upstream: StandInServer, cwd: Path) -> tuple[str, object]:
+async def _serve(
+    database_url: str, upstream: StandInServer, cwd: Path, **extra: str
+) -> tuple[str, object]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LMSTUDIO_", "OPENAI_"))}
     env.update(
@@ -35,6 +37,7 @@ async def _serve(database_url: str, upstream: StandInServer, cwd: Path) -> tuple
         LMSTUDIO_BASE_URL=upstream.base_url,
         LMSTUDIO_MODEL=LOCAL,
         LOG_LEVEL="WARNING",
+        **extra,
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -50,15 +53,20 @@ async def _serve(database_url: str, upstream: StandInServer, cwd: Path) -> tuple
     return f"http://127.0.0.1:{port}", process
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["database", "redis"])
 async def workers(
-    database_url: str, upstream_server: StandInServer, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    database_url: str,
+    upstream_server: StandInServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[list[str]]:
-    """Base URLs of two app processes on the session's PostgreSQL database."""
+    """Base URLs of two app processes on the session's PostgreSQL database, counting in the
+    database or in Redis."""
     if not SettingsWatcher.applies_to(database_url):
         pytest.skip("several processes share PostgreSQL; SQLite serves one machine")
+    extra = {"REDIS_URL": "redis://127.0.0.1:6379/0"} if request.param == "redis" else {}
     started = [
-        await _serve(database_url, upstream_server, tmp_path_factory.mktemp(f"w{i}"))
+        await _serve(database_url, upstream_server, tmp_path_factory.mktemp(f"w{i}"), **extra)
         for i in range(2)
     ]
     try:

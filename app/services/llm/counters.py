@@ -1,8 +1,9 @@
 """Counters and leases shared by every worker and replica: what policy limits are kept in.
 
-One small interface (`Counters`) over the database the service already has (PostgreSQL,
-or SQLite for a single machine). Each operation is one atomic statement or one short
-transaction, so limits hold exactly however many processes count at once:
+One small interface (`Counters`), two backends: the database the service already has
+(`SqlCounters`: PostgreSQL, or SQLite for a single machine), or Redis when `REDIS_URL` is
+set (`RedisCounters`, one Lua script per operation). Each operation is atomic, so limits
+hold exactly however many processes count at once:
 
 - `admit`: in one transaction, token counts read against their limits, then requests
   counted, +1 each unless at the limit (`INSERT … ON CONFLICT DO UPDATE … WHERE n < limit
@@ -18,13 +19,19 @@ and rows past their expiry are deleted now and then.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.config import get_settings
 from app.core.db import get_engine
+from app.services.llm.per_loop import PerLoop
+from app.services.llm.redis_wire import RedisError, RedisWire, Reply
 
 LEASE_SECONDS = 60.0
 """How long a stream's lease lasts without renewal (renewed every third of it)."""
@@ -52,7 +59,23 @@ _SWEEP = (
 )
 
 
-class Counters:
+class Counters(Protocol):
+    """What policy enforcement needs of a shared store (see the module's docstring)."""
+
+    async def admit(
+        self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
+    ) -> int | None: ...
+
+    async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None: ...
+
+    async def lease(self, key: str, lease_id: str, limit: int) -> bool: ...
+
+    async def release(self, key: str, lease_id: str) -> None: ...
+
+    async def renew(self, leases: Iterable[tuple[str, str]]) -> None: ...
+
+
+class SqlCounters:
     """The shared counters, in the service's database."""
 
     def __init__(self) -> None:
@@ -118,4 +141,103 @@ async def _sweep(conn: AsyncConnection) -> None:
         await conn.execute(statement, {"now": now})
 
 
-counters = Counters()
+_ADMIT_LUA = """
+local nreads = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[1 + i]) then
+    return i - 1
+  end
+end
+for i = nreads + 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIREAT', KEYS[i], ARGV[1 + #KEYS + i - nreads])
+end
+return -1
+"""
+_ADD_LUA = """
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
+  redis.call('EXPIREAT', KEYS[i], ARGV[2 * i])
+end
+return 0
+"""
+_LEASE_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
+return 1
+"""
+_RENEW_LUA = """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', ARGV[1], ARGV[1 + i])
+  redis.call('EXPIREAT', KEYS[i], math.ceil(tonumber(ARGV[1])) + 1)
+end
+return 0
+"""
+PREFIX = "llm-policy:"
+
+
+class RedisCounters:
+    """The shared counters in Redis (`REDIS_URL`): each operation one Lua script, which
+    Redis runs atomically. Keys expire with their window."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._wires: PerLoop[RedisWire] = PerLoop(lambda: RedisWire(url))
+
+    async def _script(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
+        wire = self._wires.get()
+        sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
+        names = [PREFIX + key for key in keys]
+        values = [str(a) for a in args]
+        try:
+            return await wire.call("EVALSHA", sha, len(names), *names, *values)
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await wire.call("EVAL", script, len(names), *names, *values)
+
+    async def admit(
+        self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
+    ) -> int | None:
+        """See `SqlCounters.admit`."""
+        keys = [k for k, _ in reads] + [k for k, _, _ in takes]
+        limits = [limit for _, limit in reads] + [limit for _, limit, _ in takes]
+        expires = [math.ceil(e) for _, _, e in takes]
+        refused = await self._script(_ADMIT_LUA, keys, [len(reads), *limits, *expires])
+        return None if refused == -1 else int(refused)  # type: ignore[arg-type]
+
+    async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
+        """See `SqlCounters.add_all`."""
+        args = [v for _, amount, e in adds for v in (amount, math.ceil(e))]
+        await self._script(_ADD_LUA, [k for k, _, _ in adds], args)
+
+    async def lease(self, key: str, lease_id: str, limit: int) -> bool:
+        """See `SqlCounters.lease`."""
+        now = time.time()
+        args = [now, limit, lease_id, now + LEASE_SECONDS]
+        return await self._script(_LEASE_LUA, [key], args) == 1
+
+    async def release(self, key: str, lease_id: str) -> None:
+        """See `SqlCounters.release`."""
+        await self._wires.get().call("ZREM", PREFIX + key, lease_id)
+
+    async def renew(self, leases: Iterable[tuple[str, str]]) -> None:
+        """See `SqlCounters.renew`."""
+        pairs = list(leases)
+        if pairs:
+            expires = time.time() + LEASE_SECONDS
+            await self._script(_RENEW_LUA, [k for k, _ in pairs], [expires, *(i for _, i in pairs)])
+
+
+_chosen: tuple[str | None, Counters] | None = None
+
+
+def get_counters() -> Counters:
+    """The store that settings choose: Redis when `REDIS_URL` is set, else the database."""
+    global _chosen
+    url = get_settings().redis_url
+    if _chosen is None or _chosen[0] != url:
+        _chosen = (url, RedisCounters(url) if url else SqlCounters())
+    return _chosen[1]

@@ -212,3 +212,11 @@ class LLMLimitError(LLMError):
         super().__init__(message)
         self.limit = limit
         self.retry_after = retry_after
+
+
+class LLMPolicyStoreError(LLMError):
+    """The store that keeps policy counts (Redis, `REDIS_URL`) cannot be reached: calls
+    under a limit are refused rather than let through uncounted."""
+
+    status_code = 503
+    kind = "policy_store_unavailable"

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.core.config import LLMProvider
-from app.services.llm.counters import LEASE_SECONDS, counters
-from app.services.llm.errors import LLMLimitError, LLMPolicyError
+from app.services.llm.counters import LEASE_SECONDS, get_counters
+from app.services.llm.errors import LLMLimitError, LLMPolicyError, LLMPolicyStoreError
+from app.services.llm.redis_wire import RedisError
 
 if TYPE_CHECKING:
     from app.services.llm.ledger import Caller, CallRecord
@@ -147,20 +148,27 @@ async def admit(record: CallRecord, provider: str, model: str) -> None:
             window = int(now // MINUTE)
             takes.append((f"{scope.key}:rpm:{window}", limit, (window + 1) * MINUTE))
             refusals.append(("requests_per_minute", scope, limit, (window + 1) * MINUTE - now))
-    if reads or takes:
-        refused = await counters.admit(reads, takes)
-        if refused is not None:
-            raise _reached(*refusals[refused])
-    if record.kind == "stream":
-        for scope in caller.scopes:
-            if (limit := scope.max_concurrent_streams) is not None:
-                lease = (f"{scope.key}:streams", uuid.uuid4().hex)
-                if not await counters.lease(*lease, limit):
-                    raise _reached("max_concurrent_streams", scope, limit, 1.0)
-                record.leases.append(lease)
-                _live.add(lease)
-        if record.leases:
-            _keep_renewing()
+    try:
+        if reads or takes:
+            refused = await get_counters().admit(reads, takes)
+            if refused is not None:
+                raise _reached(*refusals[refused])
+        if record.kind == "stream":
+            await _lease_streams(record, caller)
+    except RedisError as exc:  # fail closed: a limit that cannot be counted is not checked
+        raise LLMPolicyStoreError(f"Policy limits cannot be checked: {exc}") from exc
+
+
+async def _lease_streams(record: CallRecord, caller: Caller) -> None:
+    for scope in caller.scopes:
+        if (limit := scope.max_concurrent_streams) is not None:
+            lease = (f"{scope.key}:streams", uuid.uuid4().hex)
+            if not await get_counters().lease(*lease, limit):
+                raise _reached("max_concurrent_streams", scope, limit, 1.0)
+            record.leases.append(lease)
+            _live.add(lease)
+    if record.leases:
+        _keep_renewing()
 
 
 def settle(record: CallRecord) -> None:
@@ -186,7 +194,7 @@ _renewer: asyncio.Task[None] | None = None
 async def _settle(caller: Caller, tokens: int, leases: list[tuple[str, str]]) -> None:
     try:
         for key, lease_id in leases:
-            await counters.release(key, lease_id)
+            await get_counters().release(key, lease_id)
         if tokens:
             now = time.time()
             adds = [
@@ -199,7 +207,7 @@ async def _settle(caller: Caller, tokens: int, leases: list[tuple[str, str]]) ->
                 if limit is not None
             ]
             if adds:
-                await counters.add_all(adds)
+                await get_counters().add_all(adds)
     except Exception as exc:  # counted late or not at all: never fails the call that ended
         logger.warning("policy counts not written: %s", type(exc).__name__)
 
@@ -217,7 +225,7 @@ async def _renew() -> None:
     while _live:
         await asyncio.sleep(LEASE_SECONDS / 3)
         try:
-            await counters.renew(list(_live))
+            await get_counters().renew(list(_live))
         except Exception as exc:
             logger.warning("stream leases not renewed: %s", type(exc).__name__)
 

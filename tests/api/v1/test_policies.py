@@ -16,6 +16,15 @@ LOCAL = "llama-3.2-3b-instruct"
 ASK = {"prompt": "hello"}
 CHAT = {"model": f"lmstudio/{LOCAL}", "messages": [{"role": "user", "content": "hi"}]}
 SCHEMA = {"type": "object", "properties": {}}
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["database", "redis"])
+def store(request: pytest.FixtureRequest, llm_env: LLMEnv) -> str:
+    """Where the policy counters live: the database (default) or Redis (`REDIS_URL`)."""
+    if request.param == "redis":
+        llm_env.set(redis_url=REDIS_URL)
+    return str(request.param)
 
 
 async def _key(client: httpx.AsyncClient, user: AppUser, name: str = "ci-bot") -> dict[str, Any]:
@@ -165,7 +174,7 @@ async def test_a_forbidden_model_is_403_on_every_route_and_hidden_from_v1_models
     assert f"user '{user.email}'" in refused.text
 
 
-@pytest.mark.usefixtures("llm_env")
+@pytest.mark.usefixtures("store")
 async def test_requests_per_minute_is_429_with_retry_after_naming_the_limit(
     client: httpx.AsyncClient, make_user: UserFactory, admin_headers: Headers
 ) -> None:
@@ -191,7 +200,7 @@ async def test_requests_per_minute_is_429_with_retry_after_naming_the_limit(
     ).status_code == 200
 
 
-@pytest.mark.usefixtures("llm_env")
+@pytest.mark.usefixtures("store")
 async def test_tokens_per_minute_admits_a_call_under_the_limit_then_refuses(
     client: httpx.AsyncClient, make_user: UserFactory, admin_headers: Headers
 ) -> None:
@@ -210,7 +219,7 @@ async def test_tokens_per_minute_admits_a_call_under_the_limit_then_refuses(
     assert f"tokens_per_minute of user '{user.email}' (3) reached" in second.text
 
 
-@pytest.mark.usefixtures("llm_env")
+@pytest.mark.usefixtures("store")
 async def test_concurrent_streams_are_limited_and_a_cancelled_stream_frees_its_lease(
     client: httpx.AsyncClient,
     make_user: UserFactory,
@@ -280,3 +289,18 @@ async def test_fallback_never_reaches_a_provider_the_key_may_not_call(
         assert served.status_code == 200, served.text
         assert served.json()["provider"] == "openai"
         assert len(upstream.chat_requests) == before
+
+
+async def test_an_unreachable_redis_refuses_limited_calls_with_503_and_spares_the_others(
+    client: httpx.AsyncClient, make_user: UserFactory, admin_headers: Headers, llm_env: LLMEnv
+) -> None:
+    llm_env.set(redis_url="redis://:hunter2@127.0.0.1:9/0")
+    user = await make_user()
+    key = await _key(client, user)
+    await _set_key_policy(client, admin_headers, key, {"requests_per_minute": 10})
+    refused = await client.post("/v1/chat/completions", json=CHAT, headers=_bearer(key))
+    assert refused.status_code == 503, refused.text
+    assert "Policy limits cannot be checked: Redis at 127.0.0.1:9" in refused.text
+    assert "hunter2" not in refused.text
+    unlimited = await client.post("/v1/chat/completions", json=CHAT, headers=user.headers)
+    assert unlimited.status_code == 200, unlimited.text
