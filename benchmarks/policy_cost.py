@@ -1,9 +1,11 @@
 """What a policy costs per request: the facade called with a key that has a policy
 (requests per minute, tokens per minute, an allow-list) against one without, side by side.
 
-python -m benchmarks.policy_cost [--duration 3] [--rounds 2]
+python -m benchmarks.policy_cost [--duration 3] [--rounds 2] [--database-url URL]
+                                 [--redis-url redis://127.0.0.1:6379/0]
 
-Alternating A/B runs at 1 and 50 clients on one gateway (SQLite, as `make bench` runs it);
+Alternating A/B runs at 1 and 50 clients on one gateway (SQLite by default, as `make bench`
+runs it; counters in the database unless --redis-url);
 prints requests/s, p50 and the added milliseconds per request (1 client: p50 difference;
 50 clients: the difference in CPU time per request, 1/rps).
 """
@@ -47,9 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.policy_cost")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--redis-url", help="count in Redis (REDIS_URL) instead")
     args = parser.parse_args(argv)
     plan = Plan(duration=args.duration, warmup=0.5)
-    with Upstream(20, 0.0) as upstream, Gateway(upstream.base_url, MODEL) as gateway:
+    env = {"DATABASE_URL": args.database_url} if args.database_url else {}
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    with Upstream(20, 0.0) as upstream, Gateway(upstream.base_url, MODEL, **env) as gateway:
         sides = {"without": gateway.headers, "with policy": key_with_policy(gateway, POLICY)}
         url = f"{gateway.url}/v1/chat/completions"
         for headers in sides.values():  # warm both
