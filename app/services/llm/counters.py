@@ -19,17 +19,20 @@ and rows past their expiry are deleted now and then.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.config import get_settings
-from app.core.db import get_engine
+from app.core.db import create_engine
+from app.core.loop_shutdown import close_at_loop_shutdown
 from app.services.llm.per_loop import PerLoop
 from app.services.llm.redis_wire import RedisError, RedisWire, Reply
 
@@ -76,10 +79,44 @@ class Counters(Protocol):
 
 
 class SqlCounters:
-    """The shared counters, in the service's database."""
+    """The shared counters, in the service's database, through an engine of their own whose
+    commits do not wait for the disk (SQLite `synchronous=OFF`, PostgreSQL
+    `synchronous_commit=off`): counts are worth a minute, and a crash that loses the last
+    few only forgets some calls of the current window. Other tables keep full durability."""
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
         self._takes = 0
+        self._engine: AsyncEngine | None = None
+        # SQLite has one writer at a time, and a writer that finds the file locked sleeps
+        # (milliseconds) before it retries: this process's counter writes queue here instead.
+        sqlite = database_url.startswith("sqlite")
+        self._locks: PerLoop[asyncio.Lock] | None = PerLoop(asyncio.Lock) if sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the counters' engine (queued behind this process's others on
+        SQLite)."""
+        if self._locks is None:
+            async with self._db().begin() as conn:
+                yield conn
+            return
+        async with self._locks.get(), self._db().begin() as conn:
+            yield conn
+
+    def _db(self) -> AsyncEngine:
+        if self._engine is None:
+            engine = self._engine = create_engine(self._url)
+            event.listen(engine.sync_engine, "connect", _no_flush(engine.dialect.name))
+
+            async def dispose() -> None:
+                if self._engine is engine:
+                    self._engine = None
+                    await engine.dispose()
+
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to tie it to
+                close_at_loop_shutdown(("policy-counters", id(self)), dispose)
+        return self._engine
 
     async def admit(
         self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
@@ -88,7 +125,7 @@ class SqlCounters:
         `takes` (key, limit, expires) is counted unless at its limit. All or nothing: the
         index (into `reads` + `takes`) of the first one at its limit, or None if admitted."""
         self._takes += 1
-        async with get_engine().begin() as conn:
+        async with self._write() as conn:
             for index, (key, limit) in enumerate(reads):
                 if int((await conn.execute(_READ, {"key": key})).scalar() or 0) >= limit:
                     return index
@@ -103,14 +140,14 @@ class SqlCounters:
 
     async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
         """Count each of `adds` (key, amount, expires), in one transaction."""
-        async with get_engine().begin() as conn:
+        async with self._write() as conn:
             for key, amount, expires in adds:
                 await conn.execute(_ADD, {"key": key, "amount": amount, "expires": expires})
 
     async def lease(self, key: str, lease_id: str, limit: int) -> bool:
         """Take a lease under `key` if fewer than `limit` live ones are held; whether taken."""
         now = time.time()
-        async with get_engine().begin() as conn:
+        async with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(_LOCK, {"key": key})  # until commit: leases of `key` queue
             else:  # SQLite: a write first, so that the transaction holds the write lock
@@ -123,7 +160,7 @@ class SqlCounters:
 
     async def release(self, key: str, lease_id: str) -> None:
         """Give a lease back."""
-        async with get_engine().begin() as conn:
+        async with self._write() as conn:
             await conn.execute(_RELEASE, {"key": key, "id": lease_id})
 
     async def renew(self, leases: Iterable[tuple[str, str]]) -> None:
@@ -131,8 +168,19 @@ class SqlCounters:
         expires = time.time() + LEASE_SECONDS
         rows = [{"key": key, "id": lease_id, "expires": expires} for key, lease_id in leases]
         if rows:
-            async with get_engine().begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(_RENEW, rows)
+
+
+def _no_flush(dialect: str) -> Callable[[Any, Any], None]:
+    statement = "PRAGMA synchronous=OFF" if dialect == "sqlite" else "SET synchronous_commit = off"
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+
+    return on_connect
 
 
 async def _sweep(conn: AsyncConnection) -> None:
@@ -231,13 +279,15 @@ class RedisCounters:
             await self._script(_RENEW_LUA, [k for k, _ in pairs], [expires, *(i for _, i in pairs)])
 
 
-_chosen: tuple[str | None, Counters] | None = None
+_chosen: tuple[str, Counters] | None = None
 
 
 def get_counters() -> Counters:
     """The store that settings choose: Redis when `REDIS_URL` is set, else the database."""
     global _chosen
-    url = get_settings().redis_url
+    settings = get_settings()
+    url = settings.redis_url or settings.database_url
     if _chosen is None or _chosen[0] != url:
-        _chosen = (url, RedisCounters(url) if url else SqlCounters())
+        store = RedisCounters(url) if settings.redis_url else SqlCounters(url)
+        _chosen = (url, store)
     return _chosen[1]
