@@ -128,8 +128,10 @@ async def admit(record: CallRecord, provider: str, model: str) -> None:
     if record.admitted:
         return
     record.admitted = True
-    if _pending:  # this process's counts of calls that just ended come first
-        await asyncio.gather(*_pending, return_exceptions=True)
+    for scope in caller.scopes:  # the count of this scope's last call here comes first
+        last = _last_settle.get(scope.key)
+        if last is not None and not last.done() and last.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait((last,))
     now = time.time()
     reads: list[tuple[str, int]] = []
     takes: list[tuple[str, int, float]] = []
@@ -173,41 +175,47 @@ async def _lease_streams(record: CallRecord, caller: Caller) -> None:
 
 def settle(record: CallRecord) -> None:
     """When `record`'s call ended: count its tokens and give its leases back (in the
-    background; the next `admit` of this process waits for it)."""
+    background; the next `admit` of the same scope in this process waits for it)."""
     caller = record.caller
     if caller is None or not record.admitted:
         return
     tokens = record.prompt_tokens + record.completion_tokens
     for lease in record.leases:
         _live.discard(lease)
-    if tokens or record.leases:
-        task = asyncio.get_running_loop().create_task(_settle(caller, tokens, record.leases))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+    now = time.time()
+    adds = [
+        (_tokens_key(scope, name, int(now // length)), tokens, (now // length + 1) * length)
+        for scope in caller.scopes
+        for name, limit, length in (
+            ("tokens_per_minute", scope.tokens_per_minute, MINUTE),
+            ("tokens_per_day", scope.tokens_per_day, DAY),
+        )
+        if limit is not None and tokens
+    ]
+    if adds or record.leases:
+        task = asyncio.get_running_loop().create_task(_settle(adds, record.leases))
+        for scope in caller.scopes:
+            _last_settle[scope.key] = task
+        task.add_done_callback(lambda done: _forget_settle(caller, done))
 
 
-_pending: set[asyncio.Task[None]] = set()
+def _forget_settle(caller: Caller, task: asyncio.Task[None]) -> None:
+    for scope in caller.scopes:
+        if _last_settle.get(scope.key) is task:
+            del _last_settle[scope.key]
+
+
+_last_settle: dict[str, asyncio.Task[None]] = {}
 _live: set[tuple[str, str]] = set()
 _renewer: asyncio.Task[None] | None = None
 
 
-async def _settle(caller: Caller, tokens: int, leases: list[tuple[str, str]]) -> None:
+async def _settle(adds: list[tuple[str, int, float]], leases: list[tuple[str, str]]) -> None:
     try:
         for key, lease_id in leases:
             await get_counters().release(key, lease_id)
-        if tokens:
-            now = time.time()
-            adds = [
-                (_tokens_key(scope, name, int(now // length)), tokens, (now // length + 1) * length)
-                for scope in caller.scopes
-                for name, limit, length in (
-                    ("tokens_per_minute", scope.tokens_per_minute, MINUTE),
-                    ("tokens_per_day", scope.tokens_per_day, DAY),
-                )
-                if limit is not None
-            ]
-            if adds:
-                await get_counters().add_all(adds)
+        if adds:
+            await get_counters().add_all(adds)
     except Exception as exc:  # counted late or not at all: never fails the call that ended
         logger.warning("policy counts not written: %s", type(exc).__name__)
 
