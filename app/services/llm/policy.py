@@ -192,11 +192,17 @@ def settle(record: CallRecord) -> None:
         )
         if limit is not None and tokens
     ]
-    if adds or record.leases:
-        task = asyncio.get_running_loop().create_task(_settle(adds, record.leases))
-        for scope in caller.scopes:
-            _last_settle[scope.key] = task
-        task.add_done_callback(lambda done: _forget_settle(caller, done))
+    if record.leases:
+        task = asyncio.get_running_loop().create_task(_release(record.leases))
+        _waits_for(caller, task)
+    if adds:
+        _waits_for(caller, _count_tokens(adds))
+
+
+def _waits_for(caller: Caller, task: asyncio.Task[None]) -> None:
+    for scope in caller.scopes:
+        _last_settle[scope.key] = task
+    task.add_done_callback(lambda done: _forget_settle(caller, done))
 
 
 def _forget_settle(caller: Caller, task: asyncio.Task[None]) -> None:
@@ -205,19 +211,43 @@ def _forget_settle(caller: Caller, task: asyncio.Task[None]) -> None:
             del _last_settle[scope.key]
 
 
-_last_settle: dict[str, asyncio.Task[None]] = {}
-_live: set[tuple[str, str]] = set()
-_renewer: asyncio.Task[None] | None = None
+def _count_tokens(adds: list[tuple[str, int, float]]) -> asyncio.Task[None]:
+    """Queue `adds` for the next write, which carries every count queued until it starts
+    (one round trip for many calls under load); the task that writes them."""
+    global _writer
+    for key, amount, expires in adds:
+        queued = _unwritten.get(key)
+        _unwritten[key] = (amount + (queued[0] if queued else 0), expires)
+    loop = asyncio.get_running_loop()
+    if _writer is None or _writer.done() or _writer.get_loop() is not loop:
+        _writer = loop.create_task(_write_tokens())
+    return _writer
 
 
-async def _settle(adds: list[tuple[str, int, float]], leases: list[tuple[str, str]]) -> None:
+async def _write_tokens() -> None:
+    await asyncio.sleep(0)  # the calls ending in this turn of the loop join the write
+    while _unwritten:  # and those that end while it is written, the next one
+        adds = [(key, amount, expires) for key, (amount, expires) in _unwritten.items()]
+        _unwritten.clear()
+        try:
+            await get_counters().add_all(adds)
+        except Exception as exc:  # counted late or not at all: never fails a call
+            logger.warning("policy token counts not written: %s", type(exc).__name__)
+
+
+async def _release(leases: list[tuple[str, str]]) -> None:
     try:
         for key, lease_id in leases:
             await get_counters().release(key, lease_id)
-        if adds:
-            await get_counters().add_all(adds)
-    except Exception as exc:  # counted late or not at all: never fails the call that ended
-        logger.warning("policy counts not written: %s", type(exc).__name__)
+    except Exception as exc:  # the lease expires on its own
+        logger.warning("stream leases not released: %s", type(exc).__name__)
+
+
+_unwritten: dict[str, tuple[int, float]] = {}
+_writer: asyncio.Task[None] | None = None
+_last_settle: dict[str, asyncio.Task[None]] = {}
+_live: set[tuple[str, str]] = set()
+_renewer: asyncio.Task[None] | None = None
 
 
 def _keep_renewing() -> None:
