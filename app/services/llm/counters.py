@@ -232,7 +232,13 @@ class RedisCounters:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._wires: PerLoop[RedisWire] = PerLoop(lambda: RedisWire(url))
+        self._wires: PerLoop[RedisWire] = PerLoop(self._new_wire)
+
+    def _new_wire(self) -> RedisWire:
+        wire = RedisWire(self._url)
+        with contextlib.suppress(RuntimeError):  # closed with the loop that uses it
+            close_at_loop_shutdown(("policy-redis", id(self)), wire.close)
+        return wire
 
     async def _script(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Reply:
         wire = self._wires.get()

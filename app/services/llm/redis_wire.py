@@ -8,6 +8,7 @@ one command in flight per connection. Only `redis://[:password@]host[:port][/db]
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import unquote, urlsplit
 
 Reply = int | bytes | list["Reply"] | None
@@ -56,6 +57,8 @@ class RedisWire:
         while self._idle:
             _, writer = self._idle.pop()
             writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
