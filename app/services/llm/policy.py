@@ -38,6 +38,7 @@ logger = logging.getLogger("app.services.llm")
 
 _PROVIDERS = frozenset(p.value for p in LLMProvider)
 MINUTE, DAY = 60, 86_400
+SHOWN = 10  # allow-list entries a refusal names (a list may hold 200)
 
 
 def split_entry(entry: str) -> tuple[str | None, str]:
@@ -110,7 +111,10 @@ def check_model(caller: Caller | None, provider: str, model: str) -> None:
         return
     for scope in caller.scopes:
         if not scope.allows(provider, model):
-            allowed = ", ".join(sorted(scope.allowed or ())) or "no model"
+            entries = sorted(scope.allowed or ())
+            allowed = ", ".join(entries[:SHOWN]) or "no model"
+            if len(entries) > SHOWN:
+                allowed += f", and {len(entries) - SHOWN} more"
             raise LLMPolicyError(
                 f"The policy of {scope.label} does not allow {provider}/{model} "
                 f"(allowed: {allowed})",

@@ -171,6 +171,11 @@ async def test_a_forbidden_model_is_403_on_every_route_and_hidden_from_v1_models
     )
     refused = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
     assert refused.status_code == 403
+    many = {"allowed_models": [f"model-{i:03}" for i in range(200)]}
+    await _set_key_policy(client, admin_headers, key, many)
+    long_list = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert long_list.status_code == 403
+    assert "model-009, and 190 more" in long_list.text
     assert f"user '{user.email}'" in refused.text
 
 
