@@ -51,6 +51,16 @@ _ADD = text(
     "ON CONFLICT (key) DO UPDATE SET n = policycounter.n + :amount"
 )
 _READ = text("SELECT n FROM policycounter WHERE key = :key")
+_ADMIT = text(
+    "SELECT policy_admit(CAST(:read_keys AS text[]), CAST(:read_limits AS bigint[]), "
+    "CAST(:take_keys AS text[]), CAST(:take_limits AS bigint[]), "
+    "CAST(:take_expires AS float8[]))"
+)
+_ADD_ALL = text(
+    "INSERT INTO policycounter (key, n, expires_at) SELECT * FROM unnest("
+    "CAST(:keys AS text[]), CAST(:amounts AS bigint[]), CAST(:expires AS float8[])) "
+    "ON CONFLICT (key) DO UPDATE SET n = policycounter.n + EXCLUDED.n"
+)
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 _LIVE = text("SELECT count(*) FROM policylease WHERE key = :key AND expires_at > :now")
 _LEASE = text("INSERT INTO policylease (key, lease_id, expires_at) VALUES (:key, :id, :expires)")
@@ -88,10 +98,19 @@ class SqlCounters:
         self._url = database_url
         self._takes = 0
         self._engine: AsyncEngine | None = None
+        self._autocommit: tuple[AsyncEngine, AsyncEngine] | None = None
         # SQLite has one writer at a time, and a writer that finds the file locked sleeps
         # (milliseconds) before it retries: this process's counter writes queue here instead.
         sqlite = database_url.startswith("sqlite")
         self._locks: PerLoop[asyncio.Lock] | None = PerLoop(asyncio.Lock) if sqlite else None
+
+    def _statements(self) -> AsyncEngine:
+        """The engine without transactions: each statement commits on its own (PostgreSQL),
+        which spares the BEGIN and COMMIT round trips of a one-statement transaction."""
+        engine = self._db()
+        if self._autocommit is None or self._autocommit[0] is not engine:
+            self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+        return self._autocommit[1]
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -125,6 +144,14 @@ class SqlCounters:
         `takes` (key, limit, expires) is counted unless at its limit. All or nothing: the
         index (into `reads` + `takes`) of the first one at its limit, or None if admitted."""
         self._takes += 1
+        if self._locks is None:  # PostgreSQL: one statement (0008's policy_admit)
+            async with self._statements().connect() as conn:
+                refused = int(
+                    (await conn.execute(_ADMIT, _admit_arrays(reads, takes))).scalar_one()
+                )
+                if self._takes % SWEEP_EVERY == 0:
+                    await _sweep(conn)
+            return None if refused == -1 else refused
         async with self._write() as conn:
             for index, (key, limit) in enumerate(reads):
                 if int((await conn.execute(_READ, {"key": key})).scalar() or 0) >= limit:
@@ -140,6 +167,15 @@ class SqlCounters:
 
     async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
         """Count each of `adds` (key, amount, expires), in one transaction."""
+        if self._locks is None:  # PostgreSQL: one statement
+            arrays = {
+                "keys": [key for key, _, _ in adds],
+                "amounts": [amount for _, amount, _ in adds],
+                "expires": [expires for _, _, expires in adds],
+            }
+            async with self._statements().connect() as conn:
+                await conn.execute(_ADD_ALL, arrays)
+            return
         async with self._write() as conn:
             for key, amount, expires in adds:
                 await conn.execute(_ADD, {"key": key, "amount": amount, "expires": expires})
@@ -170,6 +206,18 @@ class SqlCounters:
         if rows:
             async with self._write() as conn:
                 await conn.execute(_RENEW, rows)
+
+
+def _admit_arrays(
+    reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
+) -> dict[str, list[Any]]:
+    return {
+        "read_keys": [key for key, _ in reads],
+        "read_limits": [limit for _, limit in reads],
+        "take_keys": [key for key, _, _ in takes],
+        "take_limits": [limit for _, limit, _ in takes],
+        "take_expires": [expires for _, _, expires in takes],
+    }
 
 
 def _no_flush(dialect: str) -> Callable[[Any, Any], None]:
