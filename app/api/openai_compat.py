@@ -144,15 +144,21 @@ PROVIDER_NAMES = frozenset(p.value for p in PROVIDERS)
 LIST_DEADLINE = 3.0
 
 
-async def _resolve(name: str | None) -> LLMServiceResult:
-    """The one rule for a requested model name (see the module's docstring)."""
+def provider_and_model(name: str | None) -> tuple[str | None, str | None]:
+    """The one rule for a requested model name (see the module's docstring): the provider
+    and model it names, None for what the settings decide."""
     if name is None or name == "default":
-        return await get_llm_service_with_overrides()
+        return None, None
     first, slash, rest = name.partition("/")
     if slash and first in PROVIDER_NAMES:
         # "lmstudio/" (nothing after the provider) is that provider's configured model.
-        return await get_llm_service_with_overrides(first, rest or None)
-    return await get_llm_service_with_overrides(None, name)
+        return first, rest or None
+    return None, name
+
+
+async def _resolve(name: str | None) -> LLMServiceResult:
+    provider, model = provider_and_model(name)
+    return await get_llm_service_with_overrides(provider, model)
 
 
 def _response_format(

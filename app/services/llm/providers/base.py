@@ -25,6 +25,8 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     ModelInfo,
     ProviderWire,
     StreamChunk,
@@ -107,6 +109,14 @@ class Wire:
 
     async def list_models(self) -> list[ModelInfo]:  # pragma: no cover
         """The models the upstream offers."""
+        raise NotImplementedError
+
+    def embedding_batch(self, model: str) -> int:
+        """How many texts one `embed` call may carry."""
+        return 1
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:  # pragma: no cover
+        """Vectors for the texts (only for wires whose capabilities say `embeddings`)."""
         raise NotImplementedError
 
     # ── the standard errors, each with what to do about it ──────────────────

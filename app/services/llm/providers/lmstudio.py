@@ -25,8 +25,14 @@ class LMStudioWire(OpenAIWire):
     # json_object: LM Studio itself answers it with a 400 (the ladder steps down a rung on
     # that), but llama.cpp's server and others behind this provider support it.
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, context_length=True, loaded_state=True
+        json_schema=True,
+        json_object=True,
+        context_length=True,
+        loaded_state=True,
+        embeddings=True,
     )
+    # LM Studio's /v1/embeddings answers with the model's own size whatever is asked.
+    embedding_dimensions = False
 
     def api_key(self) -> str:
         """LMSTUDIO_API_KEY when LM Studio requires authentication; else a placeholder."""
