@@ -1,5 +1,5 @@
 """`POST /v1/embeddings`, driven by the official `openai` SDK over real HTTP against each
-OpenAI-wire provider's stand-in (LM Studio, OpenAI, OpenRouter)."""
+provider's stand-in (LM Studio, OpenAI, OpenRouter, Ollama)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.api.v1.test_usage import rows_of
 from tests.conftest import AppUser, LLMEnv, UserFactory
 from tests.upstream import StandInServer, unused_url
 from tests.upstream.embedding import DIMENSIONS, vector_for
+from tests.upstream.ollama_server import OllamaStandIn
 from tests.upstream.openrouter_server import OpenRouterStandIn
 
 MODEL = "llama-3.2-3b-instruct"
@@ -39,6 +40,12 @@ def openrouter() -> Iterator[OpenRouterStandIn]:
 
 
 @pytest.fixture(scope="module")
+def ollama() -> Iterator[OllamaStandIn]:
+    with OllamaStandIn(models={"llama3.2:latest": 131072, "nomic-embed-text:latest": 2048}) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
 async def user(make_user: UserFactory) -> AppUser:
     return await make_user()
 
@@ -55,6 +62,7 @@ async def sdk(
     upstream: StandInServer,
     openai_upstream: StandInServer,
     openrouter: OpenRouterStandIn,
+    ollama: OllamaStandIn,
     api_key: str,
     app_url: str,
 ) -> AsyncIterator[openai.AsyncOpenAI]:
@@ -62,6 +70,7 @@ async def sdk(
     through their stand-ins."""
     openai_upstream.reset()
     openrouter.reset()
+    ollama.reset()
     upstream.set_models([MODEL, EMBEDDER])
     llm_env.set(
         lmstudio_model=MODEL,
@@ -73,6 +82,9 @@ async def sdk(
         openrouter_api_key="sk-or-test",
         openrouter_base_url=openrouter.base_url,
         openrouter_embedding_model="openai/text-embedding-3-small",
+        ollama_base_url=ollama.base_url,
+        ollama_embedding_model="nomic-embed-text:latest",
+        ollama_keep_alive="5m",
     )
     async with openai.AsyncOpenAI(
         base_url=f"{app_url}/v1", api_key=api_key, max_retries=0
@@ -159,6 +171,28 @@ async def test_openrouter_embeds_with_its_own_model_names(
     assert sent.json["model"] == "openai/text-embedding-3-small"
     default = await sdk.embeddings.create(model="openrouter/", input="x")
     assert default.model == "openrouter/openai/text-embedding-3-small"
+
+
+async def test_ollama_embeds_with_its_native_api(
+    sdk: openai.AsyncOpenAI, ollama: OllamaStandIn
+) -> None:
+    result = await sdk.embeddings.create(model="ollama/", input=TEXTS)
+    assert result.model == "ollama/nomic-embed-text:latest"
+    for item, text in zip(result.data, TEXTS, strict=True):
+        assert _close(item.embedding, vector_for(text)), text
+    assert result.usage.prompt_tokens == 9
+    [sent] = ollama.embed_requests
+    assert sent.json == {
+        "model": "nomic-embed-text:latest",
+        "input": TEXTS,
+        "keep_alive": "5m",
+    }
+    shorter = await sdk.embeddings.create(model="ollama/", input="x", dimensions=4)
+    assert len(shorter.data[0].embedding) == 4
+    assert ollama.embed_requests[-1].json["dimensions"] == 4
+    with pytest.raises(openai.NotFoundError) as missing:
+        await sdk.embeddings.create(model="ollama/all-minilm", input="x")
+    assert "ollama pull all-minilm" in missing.value.message
 
 
 async def test_dimensions_where_the_provider_cannot_is_400_naming_it(
