@@ -1,5 +1,5 @@
 """`POST /v1/embeddings`, driven by the official `openai` SDK over real HTTP against each
-provider's stand-in (LM Studio, OpenAI, OpenRouter, Ollama)."""
+provider's stand-in (LM Studio, OpenAI, OpenRouter, Ollama, Bedrock)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from tests.api.llm_faults_support import scrape, value
 from tests.api.v1.test_usage import rows_of
 from tests.conftest import AppUser, LLMEnv, UserFactory
 from tests.upstream import StandInServer, unused_url
+from tests.upstream.bedrock_server import API_KEY as BEDROCK_KEY
+from tests.upstream.bedrock_server import BedrockStandIn
 from tests.upstream.embedding import DIMENSIONS, vector_for
 from tests.upstream.ollama_server import OllamaStandIn
 from tests.upstream.openrouter_server import OpenRouterStandIn
@@ -46,6 +48,12 @@ def ollama() -> Iterator[OllamaStandIn]:
 
 
 @pytest.fixture(scope="module")
+def bedrock() -> Iterator[BedrockStandIn]:
+    with BedrockStandIn() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 async def user(make_user: UserFactory) -> AppUser:
     return await make_user()
 
@@ -63,6 +71,7 @@ async def sdk(
     openai_upstream: StandInServer,
     openrouter: OpenRouterStandIn,
     ollama: OllamaStandIn,
+    bedrock: BedrockStandIn,
     api_key: str,
     app_url: str,
 ) -> AsyncIterator[openai.AsyncOpenAI]:
@@ -71,6 +80,7 @@ async def sdk(
     openai_upstream.reset()
     openrouter.reset()
     ollama.reset()
+    bedrock.reset()
     upstream.set_models([MODEL, EMBEDDER])
     llm_env.set(
         lmstudio_model=MODEL,
@@ -85,6 +95,10 @@ async def sdk(
         ollama_base_url=ollama.base_url,
         ollama_embedding_model="nomic-embed-text:latest",
         ollama_keep_alive="5m",
+        aws_bearer_token_bedrock=BEDROCK_KEY,
+        bedrock_endpoint_url=bedrock.url,
+        bedrock_embedding_model="amazon.titan-embed-text-v2:0",
+        bedrock_max_retries=0,
     )
     async with openai.AsyncOpenAI(
         base_url=f"{app_url}/v1", api_key=api_key, max_retries=0
@@ -193,6 +207,55 @@ async def test_ollama_embeds_with_its_native_api(
     with pytest.raises(openai.NotFoundError) as missing:
         await sdk.embeddings.create(model="ollama/all-minilm", input="x")
     assert "ollama pull all-minilm" in missing.value.message
+
+
+async def test_bedrock_titan_embeds_one_text_per_call(
+    sdk: openai.AsyncOpenAI, bedrock: BedrockStandIn
+) -> None:
+    result = await sdk.embeddings.create(model="bedrock/", input=TEXTS, dimensions=256)
+    assert result.model == "bedrock/amazon.titan-embed-text-v2:0"
+    for item, text in zip(result.data, TEXTS, strict=True):
+        assert _close(item.embedding, vector_for(text, 256)), text
+    assert result.usage.prompt_tokens == 9
+    sent = sorted((r.json["inputText"], r.json["dimensions"]) for r in bedrock.invoke_requests)
+    assert sent == sorted((text, 256) for text in TEXTS)
+    assert all(r.headers["authorization"] == f"Bearer {BEDROCK_KEY}" for r in bedrock.requests)
+
+
+async def test_bedrock_cohere_embeds_96_texts_per_call_in_order(
+    sdk: openai.AsyncOpenAI, bedrock: BedrockStandIn
+) -> None:
+    texts = [f"text number {n}" for n in range(100)]
+    result = await sdk.embeddings.create(model="bedrock/cohere.embed-english-v3", input=texts)
+    assert [item.index for item in result.data] == list(range(100))
+    for item, text in zip(result.data, texts, strict=True):
+        assert _close(item.embedding, vector_for(text)), text
+    assert result.usage.prompt_tokens == 300
+    batches = sorted(len(r.json["texts"]) for r in bedrock.invoke_requests)
+    assert batches == [4, 96]
+    assert {r.json["input_type"] for r in bedrock.invoke_requests} == {"search_document"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.embeddings.create(
+            model="bedrock/cohere.embed-english-v3", input="x", dimensions=256
+        )
+    assert "does not take `dimensions`" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as chat_model:
+        await sdk.embeddings.create(model="bedrock/amazon.nova-lite-v1:0", input="x")
+    assert "not an embedding model" in chat_model.value.message
+
+
+async def test_bedrock_faults_keep_their_status(
+    sdk: openai.AsyncOpenAI, bedrock: BedrockStandIn
+) -> None:
+    bedrock.fail("ThrottlingException", "Too many requests", route="invoke")
+    with pytest.raises(openai.APIStatusError) as throttled:
+        await sdk.embeddings.create(model="bedrock/", input="x")
+    assert throttled.value.status_code == 503  # as for chat: the upstream's limit, not ours
+    assert "rate limiting" in throttled.value.message
+    bedrock.fail("ValidationException", "Malformed input request", route="invoke")
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.embeddings.create(model="bedrock/", input="x")
+    assert "Malformed input request" in refused.value.message
 
 
 async def test_dimensions_where_the_provider_cannot_is_400_naming_it(
