@@ -354,6 +354,24 @@ async def test_hostile_requests_are_400_in_openais_shape(
     assert upstream.embeddings_requests == []
 
 
+@pytest.mark.parametrize("model", ["default", "openai/", "openrouter/", "ollama/", "bedrock/"])
+async def test_text_that_is_not_unicode_is_400_for_every_provider(
+    sdk: openai.AsyncOpenAI,
+    client: httpx.AsyncClient,
+    api_key: str,
+    bedrock: BedrockStandIn,
+    model: str,
+) -> None:
+    response = await client.post(
+        "/v1/embeddings",
+        content=b'{"model": "' + model.encode() + b'", "input": ["ok", "bad \\ud800"]}',
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert "not valid Unicode" in response.json()["error"]["message"]
+    assert bedrock.invoke_requests == []
+
+
 async def test_upstream_faults_keep_their_status(
     sdk: openai.AsyncOpenAI, upstream: StandInServer, llm_env: LLMEnv
 ) -> None:

@@ -293,7 +293,7 @@ class BedrockWire(Wire):
         clients = await self._clients()
         arguments = {
             "modelId": model,
-            "body": json.dumps(body, ensure_ascii=False).encode(),
+            "body": self.encode(body),
             "contentType": "application/json",
             "accept": "application/json",
         }
