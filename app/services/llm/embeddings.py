@@ -36,6 +36,14 @@ def embedding_texts(texts: str | Sequence[str]) -> list[str]:
             raise LLMInvalidRequestError(
                 f"input[{index}] is empty: every text to embed needs at least one character"
             )
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # Refused before any batch is sent, not by the batch that holds it.
+            raise LLMInvalidRequestError(
+                f"input[{index}] is not valid Unicode (a lone UTF-16 surrogate such as "
+                "\\ud800): send well-formed text"
+            ) from None
     return items
 
 
