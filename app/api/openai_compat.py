@@ -187,7 +187,7 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """`default`, the active provider's models as `<provider>/<id>`, then each provider's
-    configured model.
+    configured model, then each provider's configured embedding model.
 
     When the active provider cannot list its models, the answer is still 200 with what is
     configured, and `provider_errors` says why the rest is missing. Clients read this list
@@ -214,6 +214,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             kind = "llm_timeout_error"
         errors.append({"provider": active.value, "message": message, "type": kind})
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
+    ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.embedding_model_for(p))]
     body: dict[str, Any] = {
         "object": "list",
         "data": [

@@ -154,6 +154,19 @@ async def test_the_sdk_asks_for_base64_by_default(
     assert _floats(embedding) == vector_for("one")
 
 
+async def test_models_lists_the_configured_embedding_models(sdk: openai.AsyncOpenAI) -> None:
+    ids = [m.id async for m in sdk.models.list()]
+    for name in (
+        f"lmstudio/{EMBEDDER}",
+        "openai/text-embedding-3-small",
+        "openrouter/openai/text-embedding-3-small",
+        "ollama/nomic-embed-text:latest",
+        "bedrock/amazon.titan-embed-text-v2:0",
+    ):
+        assert name in ids
+    assert len(ids) == len(set(ids))
+
+
 async def test_a_single_string(sdk: openai.AsyncOpenAI) -> None:
     result = await sdk.embeddings.create(model=f"lmstudio/{EMBEDDER}", input="hello")
     assert len(result.data) == 1
