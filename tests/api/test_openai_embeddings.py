@@ -139,6 +139,18 @@ async def test_lm_studio_embeds_a_batch_in_order(
     assert upstream.chat_requests == []
 
 
+async def test_more_texts_than_a_call_takes_are_batched_in_order(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer
+) -> None:
+    texts = [f"text {n}" for n in range(300)]
+    result = await sdk.embeddings.create(model="default", input=texts)
+    assert [item.index for item in result.data] == list(range(300))
+    for item, text in zip(result.data, texts, strict=True):
+        assert _close(item.embedding, vector_for(text)), text
+    assert result.usage.prompt_tokens == 600
+    assert sorted(len(r.json["input"]) for r in upstream.embeddings_requests) == [44, 256]
+
+
 async def test_the_sdk_asks_for_base64_by_default(
     sdk: openai.AsyncOpenAI, client: httpx.AsyncClient, api_key: str
 ) -> None:
