@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cache
 
 from app.services.llm.errors import LLMError
 from app.services.llm.protocol import Usage
@@ -113,9 +114,7 @@ class CallRecord:
         kind = self.kind or "text"
         self.kind = JSON_KINDS.get(kind, kind) if self.json_reply else kind
         self.latency_ms = (time.perf_counter() - self.started) * 1000
-        from app.services.usage_ledger import submit  # the writer imports models and the db
-
-        submit(self.entry())
+        _sink()(self.entry())
 
     def entry(self) -> LedgerEntry:
         """The record as the buffer keeps it."""
@@ -133,6 +132,15 @@ class CallRecord:
             self.latency_ms,
             self.cost,
         )
+
+
+@cache
+def _sink() -> Callable[[LedgerEntry], None]:
+    # Imported on the first record, not with this module: the writer imports models and
+    # the db. Cached: an import statement per call costs more than the rest of `finish`.
+    from app.services.usage_ledger import submit
+
+    return submit
 
 
 def current_record() -> CallRecord | None:
