@@ -7,10 +7,13 @@ each, alternately:
 
     python -m benchmarks.ledger_cost            # this tree
     (cd /some/other/checkout && python -m benchmarks.ledger_cost)
+
+`--calls N --rounds R` change the defaults (20,000 calls, 5 rounds).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 CALLS = 20_000
@@ -66,11 +70,15 @@ async def measure(rounds: int, calls: int) -> tuple[list[float], list[float]]:
     return submits, writes
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Print the median and the minimum of each figure over the rounds."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ledger_cost")
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ledger-cost-") as tmp:
         os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{Path(tmp) / 'ledger.db'}"
-        submits, writes = asyncio.run(measure(ROUNDS, CALLS))
+        submits, writes = asyncio.run(measure(args.rounds, args.calls))
     for name, values in (("submit, per call", submits), ("write, per row", writes)):
         print(f"{name:17} CPU µs: median {statistics.median(values):.2f}, min {min(values):.2f}")
     return 0
