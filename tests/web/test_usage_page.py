@@ -6,12 +6,14 @@ the audit trail a page at a time. SQLite only (the page does not depend on the b
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from playwright.async_api import Locator, Page, expect
 
+from app.services.llm.ledger import Caller, CallRecord
 from app.services.usage_ledger import usage_writer
 from tests.conftest import AppUser, LLMEnv, UserFactory
 from tests.upstream import StandInServer
@@ -252,6 +254,30 @@ async def test_usage_and_audit_fit_a_phone(
     await page.goto("/admin/#audit")
     await expect(page.locator("#audit-table tbody tr").first).to_be_visible()
     await check_fits(page, "audit")
+
+
+async def test_big_numbers_and_a_reported_cost_fit_a_phone(
+    page: Page, llm: LLMEnv, make_user: UserFactory
+) -> None:
+    user = await make_user()
+    for n in range(3):  # what a heavy month of a paid model leaves
+        record = CallRecord("text", caller=Caller(uuid.UUID(user.id)))
+        record.served("openrouter", f"anthropic/claude-3.5-sonnet-{n}", None)
+        record.prompt_tokens, record.completion_tokens = 98_765_432, 12_345_678
+        record.cost = 1234.567891
+        record.finish(None)
+    await usage_writer.flush()
+    await page.set_viewport_size(PHONE)
+    await open_usage(page, user)
+    total = page.locator("#usage-table tfoot tr")
+    await expect(cells(total)).to_have_text(
+        ["Total", "3", "296,296,296", "37,037,034", "0", "$3,703.70"]
+    )
+    heads = {"day": "Day (UTC)", "model": "Model", "provider": "Provider", "api_key": "API key"}
+    for group, head in heads.items():
+        await page.get_by_label("Group by").select_option(group)
+        await expect(page.locator("#usage-key-head")).to_have_text(head)
+        await check_fits(page, f"usage by {group}")
 
 
 async def check_fits(page: Page, what: str) -> None:

@@ -31,9 +31,17 @@ function query() {
   return { params, since, until };
 }
 
+/** `text` that may wrap after its thousands separators (a phone has no room for 11 digits
+ * in each of five columns); copied, it is the same text. */
+function breakable(text) {
+  return h("span", {}, text.split(",").flatMap((part, i) => (i ? [",", h("wbr"), part] : [part])));
+}
+
 function cost(value) {
   if (value === null || value === undefined) return h("span", { className: "muted" }, "unknown");
-  return `$${value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 6 })}`;
+  // Cents from a dollar up; fractions of a cent below (a small model's calls cost that).
+  const digits = Math.abs(value) >= 1 ? 2 : 6;
+  return breakable(`$${value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits })}`);
 }
 
 function label(groupBy, key) {
@@ -51,10 +59,10 @@ function label(groupBy, key) {
 
 function numbers(item, cell) {
   return [
-    cell({ className: "num" }, formatNumber(item.requests)),
-    cell({ className: "num" }, formatNumber(item.prompt_tokens)),
-    cell({ className: "num" }, formatNumber(item.completion_tokens)),
-    cell({ className: "num" }, formatNumber(item.errors)),
+    cell({ className: "num" }, breakable(formatNumber(item.requests))),
+    cell({ className: "num" }, breakable(formatNumber(item.prompt_tokens))),
+    cell({ className: "num" }, breakable(formatNumber(item.completion_tokens))),
+    cell({ className: "num" }, breakable(formatNumber(item.errors))),
     cell({ className: "num" }, cost(item.cost)),
   ];
 }
