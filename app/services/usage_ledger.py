@@ -19,11 +19,11 @@ import logging
 import uuid
 from collections import deque
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, insert
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
@@ -148,7 +148,7 @@ class UsageWriter:
             if connection.dialect.name == "sqlite":
                 # The DB-API's executemany with the values as SQLite stores them: SQLAlchemy's
                 # per-row parameter processing was most of a row's cost (see _sqlite_row).
-                await connection.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(e) for e in batch])
+                await connection.exec_driver_sql(_sqlite_insert(), [_sqlite_row(e) for e in batch])
             else:
                 await connection.execute(insert(UsageEntry), [_row(e) for e in batch])
             await connection.commit()
@@ -174,8 +174,15 @@ _COLUMNS = (
     "latency_ms",
     "cost",
 )
-# "INSERT INTO usage (created_at, …) VALUES (?, …)", its columns in _COLUMNS' order.
-_SQLITE_INSERT = str(insert(UsageEntry).compile(dialect=sqlite.dialect(), column_keys=_COLUMNS))
+
+
+@cache
+def _sqlite_insert() -> str:
+    """The INSERT for SQLite, `?` placeholders in _COLUMNS' order (compiled on first use:
+    a PostgreSQL deployment never loads the SQLite dialect)."""
+    from sqlalchemy.dialects import sqlite
+
+    return str(insert(UsageEntry).compile(dialect=sqlite.dialect(), column_keys=_COLUMNS))
 
 
 def _row(entry: LedgerEntry) -> dict[str, Any]:
