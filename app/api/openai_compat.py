@@ -41,6 +41,7 @@ from app.services.llm import (
     get_llm_service_with_overrides,
     load_effective_settings,
 )
+from app.services.llm.ledger import set_json_reply
 
 PREFIX = "/v1"
 router = APIRouter(
@@ -239,6 +240,8 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
             "max_tokens_too_large",
         )
     chosen = await _resolve(body.model)
+    if body.response_format is not None and body.response_format.type != "text":
+        set_json_reply()  # the usage ledger's kind: json, json_stream
     service = chosen.service
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     params: dict[str, Any] = {
