@@ -59,6 +59,8 @@ from app.services.llm.protocol import (
     LLMService,
     ModelInfo,
     StreamChunk,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from app.services.llm.providers import PROVIDERS
@@ -131,6 +133,8 @@ __all__ = [
     "StreamChunk",
     "StructuredMode",
     "StructuredResult",
+    "ToolCall",
+    "ToolCallDelta",
     "UnloadResult",
     "UnsafeSchemaError",
     "Usage",

@@ -35,6 +35,7 @@ from app.services.llm.metrics import (
     allow_model_labels,
     model_label,
     record_call,
+    record_tool_calls,
 )
 from app.services.llm.protocol import (
     Capabilities,
@@ -49,6 +50,7 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import connect_timeout, redact_url
+from app.services.llm.tools import ToolChoice, check_tools_supported
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -67,6 +69,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion (implemented by the service)."""
         raise NotImplementedError
@@ -80,6 +84,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """A completion as it arrives (implemented by the service)."""
         raise NotImplementedError
@@ -192,14 +198,16 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion, retried where safe, with usage, finish reason and who answered."""
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        with recording("text") as record:
+        with recording("tools" if tools else "text") as record:
             record.trying(self.provider.value, self.model)
             try:
                 async with self._slot():
@@ -215,6 +223,7 @@ class ProviderService(PromptCalls):
                 )
                 usage, outcome = completion.usage, "ok"
                 record.served(completion.provider, completion.model, usage)
+                record_tool_calls(self.provider, self.model, len(completion.tool_calls))
             except LLMError as exc:
                 outcome = exc.kind
                 self._log_failure("complete", exc)
@@ -240,6 +249,8 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         usage_record: CallRecord | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
@@ -251,12 +262,12 @@ class ProviderService(PromptCalls):
         its response while the model thinks. `usage_record` is the usage record of the
         caller's call this stream is part of (a fallback chain's); by default its own.
         """
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        record = usage_record or CallRecord("stream")
+        record = usage_record or CallRecord("tools_stream" if tools else "stream")
         record.trying(self.provider.value, self.model)
         failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
@@ -266,6 +277,11 @@ class ProviderService(PromptCalls):
                 in_flight.inc()
                 try:
                     async for chunk in self._stream_with_retries(request, started):
+                        record_tool_calls(
+                            self.provider,
+                            self.model,
+                            sum(1 for call in chunk.tool_calls if call.name),
+                        )
                         if chunk.usage is not None:
                             usage = chunk.usage
                             outcome = "ok"
@@ -305,13 +321,15 @@ class ProviderService(PromptCalls):
                     usage = chunk.usage or usage
                     finish_reason = chunk.finish_reason or finish_reason
                     answered_by = chunk.model or answered_by
-                    if chunk.text or chunk.reasoning:
+                    if chunk.has_content:
                         if not yielded:
                             TIME_TO_FIRST_TOKEN.labels(
                                 self.provider, model_label(self.model)
                             ).observe(time.perf_counter() - started)
                         yielded += 1
-                        yield StreamChunk(text=chunk.text, reasoning=chunk.reasoning)
+                        yield StreamChunk(
+                            text=chunk.text, reasoning=chunk.reasoning, tool_calls=chunk.tool_calls
+                        )
                     elif not accepted and chunk.finish_reason is None:
                         yield StreamChunk()  # the upstream accepted: nothing to show yet
                     accepted = True
@@ -338,6 +356,34 @@ class ProviderService(PromptCalls):
                 await self._sleep_before_retry("stream", attempt, error)
             finally:
                 await stream.aclose()
+
+    def _request(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        response_format: dict[str, Any] | None,
+        seed: int | None,
+        stop: str | list[str] | None,
+        tools: Sequence[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+    ) -> ChatRequest:
+        """The wire's request; a 400 naming the model when it cannot take the tools."""
+        if tools:
+            check_tools_supported(
+                self.capabilities, self.display_name, self.provider, self.model, tool_choice
+            )
+        return ChatRequest(
+            self.model,
+            messages,
+            temperature,
+            max_tokens,
+            response_format,
+            seed,
+            stop,
+            tools=tools or None,
+            tool_choice=tool_choice if tools else None,
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers (no retries: discovery should fail fast)."""

@@ -30,10 +30,39 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function the model asks the caller to run: OpenAI's `tool_calls[i]`, whatever the
+    provider's wire said. `arguments` is a JSON object's text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's message shape (`{"id", "type": "function", "function"}`)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI streams it: the call's `index` in the
+    reply, its `id` and `name` on the first piece, then fragments of `arguments`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
-    """One finished reply: its text, any reasoning, why it stopped, what it cost, and which
-    provider and model answered (empty only inside a provider's wire, which the service
-    fills in)."""
+    """One finished reply: its text, any reasoning, the tools it asks to call, why it
+    stopped, what it cost, and which provider and model answered (empty only inside a
+    provider's wire, which the service fills in)."""
 
     text: str
     finish_reason: str | None = None
@@ -41,6 +70,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     provider: str = ""
     model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +84,12 @@ class StreamChunk:
     usage: Usage | None = None
     provider: str = ""
     model: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+    @property
+    def has_content(self) -> bool:
+        """Whether the chunk carries anything of the reply (text, reasoning, a tool call)."""
+        return bool(self.text or self.reasoning or self.tool_calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +108,10 @@ class Capabilities:
     """Discovery reports each model's context length."""
     loaded_state: bool = False
     """Discovery reports whether each model is loaded."""
+    tools: bool = True
+    """Tool calling (OpenAI's `tools`, Ollama's native `tools`, Bedrock's `toolConfig`)."""
+    forced_tool_choice: bool = True
+    """`tool_choice` "required" or a named function can be honoured (Ollama has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +129,12 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
+    tools: Sequence[dict[str, Any]] | None = None
+    """OpenAI's `tools`: `[{"type": "function", "function": {"name", "description",
+    "parameters"}}]`, checked by the caller's side (`tools.py`)."""
+    tool_choice: str | dict[str, Any] | None = None
+    """OpenAI's `tool_choice`: "auto", "none", "required" or `{"type": "function",
+    "function": {"name": ...}}`."""
     attempt: int = 0
     """How many times this request was sent before. A wire resends at once over a pooled
     connection the server had closed only on the first attempt, so that a server hanging
@@ -106,6 +152,7 @@ class ModelInfo:
     publisher: str | None = None
     quantization: str | None = None
     structured_output: bool | None = None  # OpenRouter: `structured_outputs` is supported
+    tool_use: bool | None = None  # LM Studio: the model was trained for tool use
 
 
 class ProviderWire(Protocol):
@@ -219,8 +266,11 @@ class LLMService(Protocol):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> Completion:
-        """One chat completion over `messages`, with everything the upstream reported."""
+        """One chat completion over `messages`, with everything the upstream reported.
+        With `tools` (OpenAI's shape) the reply may carry `tool_calls` instead of text."""
         ...
 
     def stream_chunks(
@@ -232,6 +282,8 @@ class LLMService(Protocol):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """A completion as it arrives; the last chunk carries finish reason and usage.
         An empty chunk before the first text says that the upstream accepted the request."""
