@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import LLMEnv, UserFactory
 from tests.upstream import StandInServer
+from tests.upstream.ollama_server import OllamaStandIn
 from tests.upstream.openrouter_server import OpenRouterStandIn
 
 MODEL = "llama-3.2-3b-instruct"
@@ -52,6 +53,12 @@ def openrouter_upstream() -> Iterator[OpenRouterStandIn]:
 
 
 @pytest.fixture(scope="module")
+def ollama_upstream() -> Iterator[OllamaStandIn]:
+    with OllamaStandIn(models={"llama3.2:latest": 131072}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 async def api_key(client: httpx.AsyncClient, make_user: UserFactory) -> str:
     user = await make_user()
     key = (await client.post("/api/v1/api-keys", json={"name": "sdk"}, headers=user.headers)).json()
@@ -63,12 +70,14 @@ async def sdk(
     llm_env: LLMEnv,
     openai_upstream: StandInServer,
     openrouter_upstream: OpenRouterStandIn,
+    ollama_upstream: OllamaStandIn,
     api_key: str,
     app_url: str,
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     """Every provider configured through its stand-in; LM Studio active."""
     openai_upstream.reset()
     openrouter_upstream.reset()
+    ollama_upstream.reset()
     llm_env.set(
         lmstudio_model=MODEL,
         openai_api_key=OPENAI_KEY,
@@ -77,6 +86,8 @@ async def sdk(
         openrouter_api_key="sk-or-test",
         openrouter_base_url=openrouter_upstream.base_url,
         openrouter_model="openai/gpt-4o",
+        ollama_base_url=ollama_upstream.base_url,
+        ollama_model="llama3.2:latest",
     )
     async with openai.AsyncOpenAI(
         base_url=f"{app_url}/v1", api_key=api_key, max_retries=0
@@ -84,7 +95,7 @@ async def sdk(
         yield sdk_client
 
 
-PROVIDERS = ["lmstudio/", "openai/", "openrouter/"]
+PROVIDERS = ["lmstudio/", "openai/", "openrouter/", "ollama/"]
 
 
 async def _stream_turn(
@@ -131,12 +142,19 @@ async def test_two_turn_tool_conversation(sdk: openai.AsyncOpenAI, model: str) -
     assert not second.choices[0].message.tool_calls
 
 
-@pytest.mark.parametrize("model", PROVIDERS)
-async def test_two_turn_tool_conversation_streamed(sdk: openai.AsyncOpenAI, model: str) -> None:
-    choice = {"type": "function", "function": {"name": "get_time"}}
+NAMED = {"type": "function", "function": {"name": "get_time"}}
+# Ollama has no tool_choice: "auto" there (a named function is refused, see below).
+STREAMED = [(p, NAMED, "get_time") for p in PROVIDERS if p != "ollama/"]
+STREAMED.append(("ollama/", "auto", "get_weather"))
+
+
+@pytest.mark.parametrize(("model", "choice", "name"), STREAMED)
+async def test_two_turn_tool_conversation_streamed(
+    sdk: openai.AsyncOpenAI, model: str, choice: Any, name: str
+) -> None:
     text, calls, finish = await _stream_turn(sdk, model, QUESTION, tool_choice=choice)
     assert (text, finish) == ("", "tool_calls")
-    assert [c["name"] for c in calls] == ["get_time"]
+    assert [c["name"] for c in calls] == [name]
     assert isinstance(json.loads(calls[0]["arguments"]), dict)
     assert calls[0]["id"]
     assistant = {
@@ -146,7 +164,7 @@ async def test_two_turn_tool_conversation_streamed(sdk: openai.AsyncOpenAI, mode
             {
                 "id": calls[0]["id"],
                 "type": "function",
-                "function": {"name": "get_time", "arguments": calls[0]["arguments"]},
+                "function": {"name": name, "arguments": calls[0]["arguments"]},
             }
         ],
     }
@@ -164,6 +182,48 @@ async def test_tools_and_choice_reach_the_upstream(
     sent = upstream.chat_requests[-1].json
     assert sent["tools"] == [WEATHER, TIME]
     assert sent["tool_choice"] == "required"
+
+
+async def test_ollama_sends_tools_natively_and_names_the_results_function(
+    sdk: openai.AsyncOpenAI, ollama_upstream: OllamaStandIn
+) -> None:
+    call = {"id": "call_7", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    messages = [
+        *QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_7", "content": "sunny"},
+    ]
+    await sdk.chat.completions.create(model="ollama/", messages=messages, tools=[WEATHER])
+    sent = ollama_upstream.chat_requests[-1].json
+    assert sent["tools"] == [WEATHER]
+    assert "tool_choice" not in sent
+    assert sent["messages"][1]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    ]
+    assert sent["messages"][2] == {"role": "tool", "content": "sunny", "tool_name": "get_weather"}
+
+
+@pytest.mark.parametrize("choice", ["required", NAMED])
+async def test_ollama_refuses_a_forced_tool_choice(
+    sdk: openai.AsyncOpenAI, ollama_upstream: OllamaStandIn, choice: Any
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.chat.completions.create(
+            model="ollama/", messages=QUESTION, tools=[WEATHER, TIME], tool_choice=choice
+        )
+    assert "Ollama has no way to force a tool call (model llama3.2:latest)" in str(caught.value)
+    assert ollama_upstream.chat_requests == []
+
+
+async def test_ollama_none_sends_no_tools(
+    sdk: openai.AsyncOpenAI, ollama_upstream: OllamaStandIn
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="ollama/", messages=QUESTION, tools=[WEATHER], tool_choice="none"
+    )
+    assert reply.choices[0].message.content == "Echo: What is the weather in Paris?"
+    assert "tools" not in ollama_upstream.chat_requests[-1].json
 
 
 async def test_none_answers_with_text(sdk: openai.AsyncOpenAI) -> None:
