@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import LLMEnv, UserFactory
 from tests.upstream import StandInServer
+from tests.upstream.bedrock_server import API_KEY as BEDROCK_KEY
+from tests.upstream.bedrock_server import BedrockStandIn
 from tests.upstream.ollama_server import OllamaStandIn
 from tests.upstream.openrouter_server import OpenRouterStandIn
 
@@ -59,6 +61,12 @@ def ollama_upstream() -> Iterator[OllamaStandIn]:
 
 
 @pytest.fixture(scope="module")
+def bedrock_upstream() -> Iterator[BedrockStandIn]:
+    with BedrockStandIn() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 async def api_key(client: httpx.AsyncClient, make_user: UserFactory) -> str:
     user = await make_user()
     key = (await client.post("/api/v1/api-keys", json={"name": "sdk"}, headers=user.headers)).json()
@@ -71,10 +79,12 @@ async def sdk(
     openai_upstream: StandInServer,
     openrouter_upstream: OpenRouterStandIn,
     ollama_upstream: OllamaStandIn,
+    bedrock_upstream: BedrockStandIn,
     api_key: str,
     app_url: str,
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     """Every provider configured through its stand-in; LM Studio active."""
+    bedrock_upstream.reset()
     openai_upstream.reset()
     openrouter_upstream.reset()
     ollama_upstream.reset()
@@ -88,6 +98,9 @@ async def sdk(
         openrouter_model="openai/gpt-4o",
         ollama_base_url=ollama_upstream.base_url,
         ollama_model="llama3.2:latest",
+        bedrock_endpoint_url=bedrock_upstream.url,
+        aws_bearer_token_bedrock=BEDROCK_KEY,
+        bedrock_model="amazon.nova-lite-v1:0",
     )
     async with openai.AsyncOpenAI(
         base_url=f"{app_url}/v1", api_key=api_key, max_retries=0
@@ -95,7 +108,7 @@ async def sdk(
         yield sdk_client
 
 
-PROVIDERS = ["lmstudio/", "openai/", "openrouter/", "ollama/"]
+PROVIDERS = ["lmstudio/", "openai/", "openrouter/", "ollama/", "bedrock/"]
 
 
 async def _stream_turn(
@@ -224,6 +237,82 @@ async def test_ollama_none_sends_no_tools(
     )
     assert reply.choices[0].message.content == "Echo: What is the weather in Paris?"
     assert "tools" not in ollama_upstream.chat_requests[-1].json
+
+
+async def test_bedrock_speaks_converse_tool_blocks(
+    sdk: openai.AsyncOpenAI, bedrock_upstream: BedrockStandIn
+) -> None:
+    call = {"id": "tooluse_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    messages = [
+        *QUESTION,
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "tooluse_1", "content": "sunny"},
+    ]
+    reply = await sdk.chat.completions.create(
+        model="bedrock/", messages=messages, tools=[WEATHER], tool_choice="required"
+    )
+    assert reply.choices[0].message.content == "The tool said: sunny"
+    sent = bedrock_upstream.converse_requests[-1].json
+    assert sent["toolConfig"] == {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "get_weather",
+                    "description": "The current weather in a city.",
+                    "inputSchema": {"json": WEATHER["function"]["parameters"]},  # type: ignore[index]
+                }
+            }
+        ],
+        "toolChoice": {"any": {}},
+    }
+    assert sent["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {"text": "Let me look."},
+                {
+                    "toolUse": {
+                        "toolUseId": "tooluse_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "sunny"}]}}],
+        },
+    ]
+
+
+async def test_bedrock_none_leaves_the_tools_out(
+    sdk: openai.AsyncOpenAI, bedrock_upstream: BedrockStandIn
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="bedrock/", messages=QUESTION, tools=[WEATHER], tool_choice="none"
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    assert "toolConfig" not in bedrock_upstream.converse_requests[-1].json
+
+
+async def test_bedrock_none_in_a_conversation_with_tool_calls_is_a_400(
+    sdk: openai.AsyncOpenAI, bedrock_upstream: BedrockStandIn
+) -> None:
+    call = {"id": "tooluse_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": "{}"}
+    messages = [
+        *QUESTION,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "tooluse_1", "content": "sunny"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.chat.completions.create(
+            model="bedrock/", messages=messages, tools=[WEATHER], tool_choice="none"
+        )
+    assert "AWS Bedrock has no tool_choice `none`" in str(caught.value)
+    assert bedrock_upstream.converse_requests == []
 
 
 async def test_none_answers_with_text(sdk: openai.AsyncOpenAI) -> None:
