@@ -84,6 +84,7 @@ from app.services.llm.structured import (
     generate_structured,
     generate_structured_json,
 )
+from app.services.llm.tools import ToolUse, tool_from_model
 
 
 async def get_llm_service() -> LLMService:
@@ -135,6 +136,7 @@ __all__ = [
     "StructuredResult",
     "ToolCall",
     "ToolCallDelta",
+    "ToolUse",
     "UnloadResult",
     "UnsafeSchemaError",
     "Usage",
@@ -160,6 +162,7 @@ __all__ = [
     "read_saved_row",
     "redact_url",
     "save_llm_settings",
+    "tool_from_model",
     "unload_model",
     "with_fallback",
 ]

@@ -19,6 +19,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.config import ProviderConfig
 from app.services.llm.errors import (
@@ -50,7 +52,7 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import connect_timeout, redact_url
-from app.services.llm.tools import ToolChoice, check_tools_supported
+from app.services.llm.tools import ToolChoice, ToolUse, check_tools_supported, get_tool_calls
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -103,6 +105,30 @@ class PromptCalls:
             build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
         )
         return completion.text
+
+    async def get_tool_calls(
+        self,
+        prompt: str,
+        tools: Sequence[type[BaseModel]],
+        *,
+        system: str | None = None,
+        tool_choice: str = "auto",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[ToolUse]:
+        """The tools the model asks to call for `prompt`, each tool a Pydantic model (its
+        class name is the function's name, its docstring the description, its fields the
+        parameters), each call's arguments validated as that model; empty when the model
+        answered with text. `tool_choice`: "auto", "required", "none" or a tool's name."""
+        return await get_tool_calls(
+            self,
+            prompt,
+            tools,
+            system=system,
+            tool_choice=tool_choice,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
 
     async def stream_response(
         self,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
 from app.core.config import LLMProvider
+
+if TYPE_CHECKING:
+    from app.services.llm.tools import ToolUse
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Message = dict[str, Any]  # an OpenAI-style chat message: {"role": ..., "content": ...}
@@ -244,6 +247,20 @@ class LLMService(Protocol):
         max_tokens: int | None = None,
     ) -> ModelT:
         """The model's reply to `prompt`, validated as an instance of `response_model`."""
+        ...
+
+    async def get_tool_calls(
+        self,
+        prompt: str,
+        tools: Sequence[type[BaseModel]],
+        *,
+        system: str | None = None,
+        tool_choice: str = "auto",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[ToolUse]:
+        """The tools the model asks to call for `prompt`, each call's arguments validated
+        as the tool's model (empty when it answered with text)."""
         ...
 
     def stream_response(

@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from app.services.llm.errors import LLMInvalidRequestError
+from app.services.llm.errors import LLMInvalidRequestError, LLMValidationError
 from app.services.llm.protocol import Capabilities, Message, ToolCall, ToolCallDelta
 
 MAX_TOOLS = 128
@@ -30,6 +31,9 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """A function's name, as OpenAI allows it (Bedrock and Ollama accept the same)."""
 CALL_ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
 """A tool call's id: printable ASCII without spaces."""
+
+if TYPE_CHECKING:
+    from app.services.llm.calls import PromptCalls
 
 _NAME = re.compile(NAME_PATTERN)
 CHOICES = ("auto", "none", "required")
@@ -196,3 +200,64 @@ def parsed_arguments(call: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """A tool call the model asked for, its arguments validated as the tool's model."""
+
+    id: str
+    name: str
+    arguments: BaseModel
+
+
+async def get_tool_calls(
+    service: PromptCalls,
+    prompt: str,
+    tools: Sequence[type[BaseModel]],
+    *,
+    system: str | None = None,
+    tool_choice: str = "auto",
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> list[ToolUse]:
+    """The tools `service`'s model asks to call for `prompt` (see `PromptCalls.get_tool_calls`)."""
+    from app.services.llm.calls import build_messages
+
+    if not tools or len(tools) > MAX_TOOLS:
+        raise ValueError(f"give between 1 and {MAX_TOOLS} tools")
+    by_name = {model.__name__: model for model in tools}
+    choice: ToolChoice = tool_choice
+    if tool_choice not in CHOICES:
+        if tool_choice not in by_name:
+            raise ValueError(f"tool_choice {tool_choice!r} names none of the tools")
+        choice = {"type": "function", "function": {"name": tool_choice}}
+    completion = await service.complete(
+        build_messages(prompt, system),
+        temperature=temperature,
+        max_tokens=max_tokens,
+        tools=[tool_from_model(model) for model in tools],
+        tool_choice=choice,
+    )
+    found = []
+    for call in completion.tool_calls:
+        model = by_name.get(call.name)
+        if model is None:
+            raise LLMValidationError(
+                f"The model called {call.name!r}, which is none of the tools offered",
+                provider=completion.provider,
+                raw_text=call.arguments,
+                attempts=1,
+            )
+        try:
+            arguments = model.model_validate_json(call.arguments or "{}")
+        except ValidationError as exc:
+            raise LLMValidationError(
+                f"The model's arguments for {call.name} do not validate: "
+                f"{exc.error_count()} errors, first: {exc.errors()[0]['msg']}",
+                provider=completion.provider,
+                raw_text=call.arguments,
+                attempts=1,
+            ) from None
+        found.append(ToolUse(call.id, call.name, arguments))
+    return found
