@@ -315,6 +315,22 @@ async def test_bedrock_none_in_a_conversation_with_tool_calls_is_a_400(
     assert bedrock_upstream.converse_requests == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_model_lm_studio_lists_as_not_trained_for_tools_is_a_400(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer, stream: bool
+) -> None:
+    upstream.not_for_tools.add(MODEL)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.chat.completions.create(
+            model="default", messages=QUESTION, tools=[WEATHER], stream=stream
+        )
+    assert f"model {MODEL} was not trained for tool use" in str(caught.value)
+    assert upstream.chat_requests == []
+    # Without tools the same model answers.
+    reply = await sdk.chat.completions.create(model="default", messages=QUESTION)
+    assert reply.choices[0].finish_reason == "stop"
+
+
 async def test_none_answers_with_text(sdk: openai.AsyncOpenAI) -> None:
     reply = await sdk.chat.completions.create(
         model="default", messages=QUESTION, tools=[WEATHER], tool_choice="none"

@@ -262,6 +262,8 @@ class StandInServer:
         self._models = list(self._initial_models)
         self._loaded = set(self._initial_loaded)
         self._instance_ids: dict[str, list[str]] = {}  # loaded instances, when not just [model]
+        self.not_for_tools: set[str] = set()
+        """Models the native listings report as not trained for tool use (reset() empties)."""
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -572,6 +574,7 @@ class StandInServer:
             self._loaded = set(self._initial_loaded)
             self._instance_ids.clear()
             self._aborted.clear()
+            self.not_for_tools.clear()
         self.disconnect_event.clear()
         if self.refusing:
             self.accept()
@@ -802,7 +805,7 @@ class StandInServer:
         if not self.native_api:
             return await self._openai_404(request)
         models, loaded = self._model_state()
-        data = [wire.native_model_entry(m, m in loaded) for m in models]
+        data = [self._native_entry(m, m in loaded) for m in models]
         return _json_response({"object": "list", "data": data})
 
     async def _native_get(self, request: web.Request) -> web.StreamResponse:
@@ -814,10 +817,17 @@ class StandInServer:
             return _json_response(
                 wire.string_error(wire.STANDIN_NATIVE_MODEL_NOT_FOUND.format(model=model)), 404
             )
-        return _json_response(wire.native_model_entry(model, model in loaded))
+        return _json_response(self._native_entry(model, model in loaded))
 
     # ── LM Studio 0.4's REST API v1: list, load, unload ───────────────────────────────
     # Shapes from https://lmstudio.ai/docs/developer/rest/{list,load,unload}.
+
+    def _native_entry(self, model: str, loaded: bool) -> dict[str, Any]:
+        """REST API v0's entry; `capabilities` lists "tool_use" for a model trained for it."""
+        entry = wire.native_model_entry(model, loaded)
+        trained = model not in self.not_for_tools and entry["type"] != "embeddings"
+        entry["capabilities"] = ["tool_use"] if trained else []
+        return entry
 
     def _instances(self, model: str) -> list[str]:
         with self._lock:
@@ -845,6 +855,11 @@ class StandInServer:
                     "loaded_instances": instances,
                     "max_context_length": native["max_context_length"],
                     "format": "gguf",
+                    "capabilities": {
+                        "vision": native["type"] == "vlm",
+                        "trained_for_tool_use": model not in self.not_for_tools
+                        and native["type"] != "embeddings",
+                    },
                 }
             )
         return _json_response({"models": entries})

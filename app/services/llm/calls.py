@@ -52,7 +52,13 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import connect_timeout, redact_url
-from app.services.llm.tools import ToolChoice, ToolUse, check_tools_supported, get_tool_calls
+from app.services.llm.tools import (
+    ToolChoice,
+    ToolUse,
+    check_tools_supported,
+    check_trained_for_tools,
+    get_tool_calls,
+)
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -231,6 +237,8 @@ class ProviderService(PromptCalls):
         request = self._request(
             messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
         with recording("tools" if tools else "text") as record:
@@ -291,6 +299,8 @@ class ProviderService(PromptCalls):
         request = self._request(
             messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
         record = usage_record or CallRecord("tools_stream" if tools else "stream")

@@ -115,6 +115,8 @@ class Capabilities:
     """Tool calling (OpenAI's `tools`, Ollama's native `tools`, Bedrock's `toolConfig`)."""
     forced_tool_choice: bool = True
     """`tool_choice` "required" or a named function can be honoured (Ollama has none)."""
+    tool_use_listed: bool = False
+    """Discovery says whether each model was trained for tool use (LM Studio)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ CALL_ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
 """A tool call's id: printable ASCII without spaces."""
 
 if TYPE_CHECKING:
-    from app.services.llm.calls import PromptCalls
+    from app.services.llm.calls import PromptCalls, ProviderService
 
 _NAME = re.compile(NAME_PATTERN)
 CHOICES = ("auto", "none", "required")
@@ -55,6 +55,26 @@ def check_tools_supported(
             f"{name} has no way to force a tool call (model {model}): its API has no "
             "`tool_choice`; send `auto` or `none`",
             provider=provider,
+        )
+
+
+async def check_trained_for_tools(service: ProviderService) -> None:
+    """A 400 naming the model when the provider's discovery says it was not trained for
+    tool use (LM Studio would prompt it with a generic format it was never taught, and its
+    "calls" would mostly arrive as text). Nothing when discovery fails or does not say."""
+    from app.services.llm.calls import discover_models
+    from app.services.llm.errors import LLMError
+
+    try:
+        models = await discover_models(service)
+    except LLMError:
+        return  # the call itself will say what is wrong with the upstream
+    if any(m.id == service.model and m.tool_use is False for m in models):
+        raise LLMInvalidRequestError(
+            f"{service.display_name} reports that model {service.model} was not trained for "
+            "tool use: load a model trained for it (LM Studio marks them with the tool-use "
+            "badge), or send the request without `tools`",
+            provider=service.provider,
         )
 
 

@@ -35,11 +35,18 @@ class GetTime(BaseModel):
     zone: str
 
 
-def _tool_calls_counted(model: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "llm_tool_calls_total", {"provider": "lmstudio", "model": model}
+def _tool_calls_counted() -> float:
+    """LM Studio's tool calls counted, whatever the model label (the model once discovery
+    listed it, else "other"); the function's name is never a label."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "llm_tool_calls"
+        for sample in metric.samples
+        if sample.name == "llm_tool_calls_total"
+        and sample.labels["provider"] == "lmstudio"
+        and set(sample.labels) == {"provider", "model"}
     )
-    return value or 0.0
 
 
 def test_a_tool_from_a_model() -> None:
@@ -125,7 +132,7 @@ async def test_tool_calls_are_counted_in_the_ledger_and_the_metrics(
 ) -> None:
     started = datetime.now(UTC)
     service = lmstudio(upstream.base_url, MODEL)
-    before = _tool_calls_counted("other")
+    before = _tool_calls_counted()
     tools = [tool_from_model(GetWeather)]
     completion = await service.complete([{"role": "user", "content": "Paris?"}], tools=tools)
     assert completion.finish_reason == "tool_calls"
@@ -137,6 +144,20 @@ async def test_tool_calls_are_counted_in_the_ledger_and_the_metrics(
     assert chunks[-1].finish_reason == "tool_calls"
     rows = await rows_since(started)
     assert [(r.kind, r.outcome) for r in rows] == [("tools", "ok"), ("tools_stream", "ok")]
-    # The model label is "other" for a model nobody configured or discovered; the
-    # function's name is never a label.
-    assert _tool_calls_counted("other") - before == 3
+    assert _tool_calls_counted() - before == 3
+
+
+@pytest.mark.parametrize("rest_v1", [True, False])
+async def test_lm_studios_listings_say_which_models_were_trained_for_tools(
+    llm_env: LLMEnv, upstream: StandInServer, rest_v1: bool
+) -> None:
+    upstream.rest_v1 = rest_v1  # False: REST API v0's listing, as LM Studio 0.3 serves it
+    upstream.not_for_tools.add("codellama-7b")
+    listed = await lmstudio(upstream.base_url, MODEL).list_models()
+    assert {m.id: m.tool_use for m in listed} == {
+        MODEL: True,
+        "mistral-7b-instruct": True,
+        "codellama-7b": False,
+    }
+    with pytest.raises(LLMInvalidRequestError, match="codellama-7b was not trained for tool"):
+        await lmstudio(upstream.base_url, "codellama-7b").get_tool_calls("hi", [GetWeather])
