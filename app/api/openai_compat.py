@@ -206,6 +206,8 @@ def _unsupported(body: ChatCompletionRequest) -> str | None:
     asked = [name for name in UNSUPPORTED if extra.get(name) not in (None, False, [])]
     if extra.get("n") not in (None, 1):
         asked.append("n")
+    if extra.get("parallel_tool_calls") is False:  # true is what every provider does anyway
+        asked.append("parallel_tool_calls: false")
     return ", ".join(asked) or None
 
 

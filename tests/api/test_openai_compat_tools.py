@@ -452,6 +452,7 @@ def _tools(count: int) -> list[dict[str, Any]]:
             "tool_calls",
         ),
         ({"functions": [{"name": "f"}]}, "functions"),
+        ({"tools": _tools(1), "parallel_tool_calls": False}, "parallel_tool_calls: false"),
     ],
 )
 async def test_hostile_tool_requests_are_refused(
