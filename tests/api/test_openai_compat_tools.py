@@ -361,6 +361,37 @@ async def test_malformed_tool_call_from_upstream_is_a_502(
     assert "malformed tool call" in str(caught.value)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [{"function": {"name": "get_weather", "arguments": ["not", "an", "object"]}}],
+        [{"function": {"arguments": {}}}],
+        "not a list",
+    ],
+)
+async def test_malformed_tool_call_from_ollama_is_a_502(
+    sdk: openai.AsyncOpenAI, ollama_upstream: OllamaStandIn, stream: bool, calls: Any
+) -> None:
+    ollama_upstream.reply_tool_calls(calls)
+
+    async def call() -> None:
+        reply = await sdk.chat.completions.create(
+            model="ollama/", messages=QUESTION, tools=[WEATHER], stream=stream
+        )
+        if stream:
+            async for _ in reply:  # type: ignore[union-attr]
+                pass
+
+    with pytest.raises(openai.APIError) as caught:
+        await call()
+    if not stream:
+        assert isinstance(caught.value, openai.APIStatusError)
+        assert caught.value.status_code == 502
+    assert "Ollama" in str(caught.value)
+    assert "malformed tool call" in str(caught.value)
+
+
 # ── what the facade refuses ─────────────────────────────────────────────────────
 
 

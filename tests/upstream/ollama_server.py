@@ -62,6 +62,7 @@ class _Script:
     seconds: float = 0.0
     interval: float = 0.0
     message: str = "an error was encountered while running the model"
+    tool_calls: Any = None
 
 
 class OllamaStandIn(ThreadedApp):
@@ -131,6 +132,10 @@ class OllamaStandIn(ThreadedApp):
                 "reply", text=text, thinking=thinking, done_reason=done_reason, interval=interval
             )
         )
+
+    def reply_tool_calls(self, calls: Any) -> None:
+        """Answer with this `message.tool_calls` exactly as given (malformed ones, say)."""
+        self._push(_Script("reply", text="", done_reason="stop", tool_calls=calls))
 
     def fail(
         self,
@@ -213,6 +218,8 @@ class OllamaStandIn(ThreadedApp):
         text, thinking, reason = self._answer(body, script)
         planned = plan_from_openai(body) if script is None else None
         calls = [_ollama_call(planned)] if planned is not None else []
+        if script is not None and script.tool_calls is not None:
+            calls = script.tool_calls
         pieces = split_tokens(text) if not calls else []
         options = body.get("options")
         limit = options.get("num_predict") if isinstance(options, dict) else None
