@@ -392,6 +392,29 @@ async def test_malformed_tool_call_from_ollama_is_a_502(
     assert "malformed tool call" in str(caught.value)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_malformed_tool_use_from_bedrock_is_a_502(
+    sdk: openai.AsyncOpenAI, bedrock_upstream: BedrockStandIn, stream: bool
+) -> None:
+    bedrock_upstream.reply_tool({"city": "Paris"}, name="not a valid name!")
+
+    async def call() -> None:
+        reply = await sdk.chat.completions.create(
+            model="bedrock/", messages=QUESTION, tools=[WEATHER], stream=stream
+        )
+        if stream:
+            async for _ in reply:  # type: ignore[union-attr]
+                pass
+
+    with pytest.raises(openai.APIError) as caught:
+        await call()
+    if not stream:
+        assert isinstance(caught.value, openai.APIStatusError)
+        assert caught.value.status_code == 502
+    assert "AWS Bedrock" in str(caught.value)
+    assert "malformed tool call (toolUse 0 names no valid function)" in str(caught.value)
+
+
 # ── what the facade refuses ─────────────────────────────────────────────────────
 
 

@@ -208,6 +208,7 @@ class _Script:
     times: int | None
     text: str = ""
     tool_input: Any = None
+    tool_name: str | None = None
     stop_reason: str = "end_turn"
     code: str = ""
     message: str = ""
@@ -281,10 +282,20 @@ class BedrockStandIn(ThreadedApp):
             _Script("reply", "converse", times, text=text, stop_reason=stop_reason, delay=delay)
         )
 
-    def reply_tool(self, tool_input: Any, *, times: int | None = 1) -> None:
-        """Answer with a toolUse block of the forced tool whose input is this value."""
+    def reply_tool(
+        self, tool_input: Any, *, times: int | None = 1, name: str | None = None
+    ) -> None:
+        """Answer with a toolUse block of the forced tool (or of the tool `name`, valid or
+        not) whose input is this value."""
         self._push(
-            _Script("tool", "converse", times, tool_input=tool_input, stop_reason="tool_use")
+            _Script(
+                "tool",
+                "converse",
+                times,
+                tool_input=tool_input,
+                tool_name=name,
+                stop_reason="tool_use",
+            )
         )
 
     def fail(
@@ -608,7 +619,8 @@ class _Reply:
                 if script is not None and script.kind == "tool"
                 else example_for_schema(tools[forced]["inputSchema"]["json"])
             )
-            return cls("", (forced or "tool", value), "tool_use", input_tokens)
+            name = script.tool_name if script is not None and script.tool_name else None
+            return cls("", (name or forced or "tool", value), "tool_use", input_tokens)
         text_format = body.get("outputConfig", {}).get("textFormat")
         if text_format is not None:
             schema = json.loads(text_format["structure"]["jsonSchema"]["schema"])
