@@ -343,7 +343,8 @@ async def test_none_answers_with_text(sdk: openai.AsyncOpenAI) -> None:
 async def test_malformed_tool_call_from_upstream_is_a_502(
     sdk: openai.AsyncOpenAI, upstream: StandInServer, stream: bool
 ) -> None:
-    upstream.reply_raw_tool_calls([{"id": "call_1", "type": "function"}])
+    invalid = {"name": "not a name!", "arguments": "{}"}
+    upstream.reply_raw_tool_calls([{"id": "call_1", "type": "function", "function": invalid}])
 
     async def call() -> None:
         reply = await sdk.chat.completions.create(
@@ -359,6 +360,17 @@ async def test_malformed_tool_call_from_upstream_is_a_502(
         assert isinstance(caught.value, openai.APIStatusError)
         assert caught.value.status_code == 502
     assert "malformed tool call" in str(caught.value)
+    assert "names no valid function" in str(caught.value)
+
+
+async def test_a_streamed_tool_call_without_index_is_read_by_its_position(
+    sdk: openai.AsyncOpenAI, upstream: StandInServer
+) -> None:
+    function = {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    upstream.reply_raw_tool_calls([{"id": "call_9", "type": "function", "function": function}])
+    text, calls, finish = await _stream_turn(sdk, "default", QUESTION)
+    assert (text, finish) == ("", "tool_calls")
+    assert calls == [{"id": "call_9", "name": "get_weather", "arguments": '{"city": "Oslo"}'}]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -164,8 +164,11 @@ def openai_tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     if not isinstance(calls, list):
         raise ValueError("a `delta.tool_calls` that is not a list")
     found = []
-    for call in calls:
-        index = call.get("index") if isinstance(call, dict) else None
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise ValueError("a streamed tool call that is not an object")
+        # Some OpenAI-compatible servers (Gemini's) leave `index` out: their position then.
+        index = call.get("index", position)
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_TOOL_CALLS:
             raise ValueError("a streamed tool call without a valid `index`")
         function = call.get("function") or {}
