@@ -250,6 +250,8 @@ async def get_tool_calls(
     if not tools or len(tools) > MAX_TOOLS:
         raise ValueError(f"give between 1 and {MAX_TOOLS} tools")
     by_name = {model.__name__: model for model in tools}
+    if len(by_name) != len(tools):
+        raise ValueError("two tools have the same class name (the function's name)")
     choice: ToolChoice = tool_choice
     if tool_choice not in CHOICES:
         if tool_choice not in by_name:

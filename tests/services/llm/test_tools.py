@@ -93,6 +93,8 @@ async def test_a_named_tool_choice_is_sent_as_openais(
     }
     with pytest.raises(ValueError, match="names none of the tools"):
         await service.get_tool_calls("Time?", [GetWeather], tool_choice="GetTime")
+    with pytest.raises(ValueError, match="same class name"):
+        await service.get_tool_calls("Time?", [GetTime, GetTime])
 
 
 async def test_text_instead_of_a_call_is_an_empty_list(
