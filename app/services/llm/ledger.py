@@ -10,7 +10,8 @@ touches the database; `app.services.usage_ledger` writes records in batches, off
 A record's kind is the call's shape: `text`, `structured` (our validated structured output,
 its attempts summed), `stream`; a call whose caller asked the upstream for JSON with OpenAI's
 `response_format` (`json_object` or `json_schema`, on the facade: `set_json_reply`) is
-`json`, or `json_stream` when streamed.
+`json`, or `json_stream` when streamed; a call that offered tools is `tools` or
+`tools_stream` (whatever its `response_format`).
 
 Refusals: a call refused by the provider's service before any upstream was asked (missing
 credentials, a full queue) is a record like any failed call: its outcome names the refusal
