@@ -377,7 +377,7 @@ class UsageEntryBase(SQLModel):
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp(), index=True)
     user_id: uuid.UUID | None = None
     api_key_id: uuid.UUID | None = None
-    kind: str = Field(max_length=16)  # text | structured | stream | embedding
+    kind: str = Field(max_length=16)  # text, structured, stream, json, tools, embedding, …
     provider: str = Field(max_length=32)
     model: str = Field(max_length=200)
     outcome: str = Field(max_length=64)  # ok | an error kind | cancelled

@@ -50,6 +50,7 @@ from . import embedding
 from .completion import split_tokens
 from .schema_gen import example_for_schema
 from .threaded import ThreadedApp
+from .tool_use import plan_tool_call, tool_result_text
 
 __all__ = [
     "ACCESS_KEY",
@@ -212,6 +213,7 @@ class _Script:
     times: int | None
     text: str = ""
     tool_input: Any = None
+    tool_name: str | None = None
     stop_reason: str = "end_turn"
     code: str = ""
     message: str = ""
@@ -286,10 +288,20 @@ class BedrockStandIn(ThreadedApp):
             _Script("reply", "converse", times, text=text, stop_reason=stop_reason, delay=delay)
         )
 
-    def reply_tool(self, tool_input: Any, *, times: int | None = 1) -> None:
-        """Answer with a toolUse block of the forced tool whose input is this value."""
+    def reply_tool(
+        self, tool_input: Any, *, times: int | None = 1, name: str | None = None
+    ) -> None:
+        """Answer with a toolUse block of the forced tool (or of the tool `name`, valid or
+        not) whose input is this value."""
         self._push(
-            _Script("tool", "converse", times, tool_input=tool_input, stop_reason="tool_use")
+            _Script(
+                "tool",
+                "converse",
+                times,
+                tool_input=tool_input,
+                tool_name=name,
+                stop_reason="tool_use",
+            )
         )
 
     def fail(
@@ -475,6 +487,8 @@ class BedrockStandIn(ThreadedApp):
             return _error(script.code, script.message, script.status, script.headers)
         if script is not None and script.delay and script.kind != "stall":
             await asyncio.sleep(script.delay)
+        if script is None and (refusal := _invalid_conversation(body)) is not None:
+            return _error("ValidationException", refusal)
         reply = _Reply.of(body, script)
         if not streaming:
             if script is not None and script.kind == "cut":
@@ -589,6 +603,7 @@ class _Reply:
     tool: tuple[str, Any] | None
     stop_reason: str
     input_tokens: int
+    tool_use_id: str = "tooluse_standin"
 
     @property
     def block_start(self) -> int:
@@ -606,6 +621,21 @@ class _Reply:
         forced = body.get("toolConfig", {}).get("toolChoice", {}).get("tool", {}).get("name")
         if script is not None and script.kind == "reply":
             return cls(script.text, None, script.stop_reason, input_tokens)
+        result = _last_tool_result(body)
+        if script is None and result is not None:
+            return cls(tool_result_text(result), None, "end_turn", input_tokens)
+        if script is None and not forced and "toolConfig" in body:
+            config = body["toolConfig"]
+            tools = [
+                (t["toolSpec"]["name"], t["toolSpec"]["inputSchema"]["json"])
+                for t in config["tools"]
+            ]
+            choice = config.get("toolChoice", {"auto": {}})
+            planned = plan_tool_call(tools, "required" if "any" in choice else "auto", False)
+            if planned is not None:
+                call = (planned.name, planned.arguments)
+                use_id = planned.id.replace("call_", "tooluse_")
+                return cls("", call, "tool_use", input_tokens, use_id)
         if (script is not None and script.kind == "tool") or (script is None and forced):
             tools = {t["toolSpec"]["name"]: t["toolSpec"] for t in body["toolConfig"]["tools"]}
             value = (
@@ -613,7 +643,8 @@ class _Reply:
                 if script is not None and script.kind == "tool"
                 else example_for_schema(tools[forced]["inputSchema"]["json"])
             )
-            return cls("", (forced or "tool", value), "tool_use", input_tokens)
+            name = script.tool_name if script is not None and script.tool_name else None
+            return cls("", (name or forced or "tool", value), "tool_use", input_tokens)
         text_format = body.get("outputConfig", {}).get("textFormat")
         if text_format is not None:
             schema = json.loads(text_format["structure"]["jsonSchema"]["schema"])
@@ -642,7 +673,7 @@ class _Reply:
         if self.tool is not None:
             name, value = self.tool
             block: dict[str, Any] = {
-                "toolUse": {"toolUseId": "tooluse_standin", "name": name, "input": value}
+                "toolUse": {"toolUseId": self.tool_use_id, "name": name, "input": value}
             }
         else:
             block = {"text": self.text}
@@ -658,7 +689,7 @@ class _Reply:
         frames = [event("messageStart", {"role": "assistant"})]
         if self.tool is not None:
             name, value = self.tool
-            start = {"toolUse": {"toolUseId": "tooluse_standin", "name": name}}
+            start = {"toolUse": {"toolUseId": self.tool_use_id, "name": name}}
             frames.append(event("contentBlockStart", {"start": start, "contentBlockIndex": 0}))
             text = json.dumps(value)
             pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
@@ -670,6 +701,42 @@ class _Reply:
         frames.append(event("messageStop", {"stopReason": self.stop_reason}))
         frames.append(event("metadata", {"usage": self._usage(), "metrics": {"latencyMs": 1}}))
         return frames
+
+
+def _last_tool_result(body: dict[str, Any]) -> str | None:
+    """The text of the last message's toolResult block, when it ends with one."""
+    messages = body.get("messages") or [{}]
+    for block in reversed(messages[-1].get("content", [])):
+        if "toolResult" in block:
+            parts = block["toolResult"].get("content", [])
+            return "".join(p.get("text", "") or json.dumps(p.get("json")) for p in parts)
+    return None
+
+
+def _invalid_conversation(body: dict[str, Any]) -> str | None:
+    """What Bedrock's ValidationException says about tool blocks it cannot take: roles not
+    alternating, tool blocks without a toolConfig, a toolResult answering no toolUse of the
+    turn before it."""
+    messages = body.get("messages") or []
+    used: set[str] = set()
+    for index, message in enumerate(messages):
+        if index and message.get("role") == messages[index - 1].get("role"):
+            return "A conversation must alternate between user and assistant roles."
+        blocks = message.get("content", [])
+        tool_blocks = [b for b in blocks if "toolUse" in b or "toolResult" in b]
+        if tool_blocks and "toolConfig" not in body:
+            return (
+                "The toolConfig field must be defined when using toolUse and toolResult "
+                "content blocks."
+            )
+        for block in blocks:
+            if "toolResult" in block and block["toolResult"].get("toolUseId") not in used:
+                return (
+                    "The number of toolResult blocks at messages."
+                    f"{index}.content exceeds the number of toolUse blocks of previous turn."
+                )
+        used = {b["toolUse"]["toolUseId"] for b in blocks if "toolUse" in b}
+    return None
 
 
 def _titan_embedding(model_id: str, body: Any) -> web.Response:

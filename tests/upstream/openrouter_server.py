@@ -32,6 +32,14 @@ from . import embedding
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .server import RecordedRequest
 from .threaded import ThreadedApp
+from .tool_use import (
+    PlannedCall,
+    last_tool_result,
+    openai_call,
+    openai_call_pieces,
+    plan_from_openai,
+    tool_result_text,
+)
 
 __all__ = ["DEFAULT_MODELS", "PROCESSING", "OpenRouterStandIn"]
 
@@ -252,8 +260,13 @@ class OpenRouterStandIn(ThreadedApp):
         if script is not None and script.kind == "error_in_body":
             return _json({"error": {"code": script.code, "message": script.message}})
         text = script.text if script is not None and script.text is not None else None
+        planned = plan_from_openai(body) if script is None else None
+        result = last_tool_result(messages)
+        if text is None and result is not None:
+            text = tool_result_text(result)
         if text is None:
-            text = f"Echo: {last_user_text(messages)}"
+            text = "" if planned is not None else f"Echo: {last_user_text(messages)}"
+        finish = "tool_calls" if planned is not None else "stop"
         pieces = list(script.pieces) if script is not None and script.pieces else split_tokens(text)
         prompt_tokens = count_prompt_tokens(messages)
         usage: dict[str, Any] = {
@@ -275,15 +288,15 @@ class OpenRouterStandIn(ThreadedApp):
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
-                            "native_finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                            "native_finish_reason": finish,
+                            "message": _message(text, planned),
                         }
                     ],
                     "usage": usage,
                 }
             )
-        return await self._stream(request, name, model, pieces, usage, script)
+        return await self._stream(request, name, model, pieces, usage, script, planned)
 
     async def _stream(
         self,
@@ -293,6 +306,7 @@ class OpenRouterStandIn(ThreadedApp):
         pieces: list[str],
         usage: dict[str, Any],
         script: _Script | None,
+        planned: PlannedCall | None = None,
     ) -> web.StreamResponse:
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             chunk = {
@@ -311,6 +325,9 @@ class OpenRouterStandIn(ThreadedApp):
         for piece in pieces:
             delta = {"role": "assistant", "content": piece}
             frames += [event([{"index": 0, "delta": delta, "finish_reason": None}]), keep_alive]
+        for piece in openai_call_pieces(planned, 0) if planned is not None else []:
+            delta = {"role": "assistant", "content": None, "tool_calls": [piece]}
+            frames.append(event([{"index": 0, "delta": delta, "finish_reason": None}]))
         if script is not None and script.kind == "error_mid_stream":
             error = {"code": script.code, "message": script.message}
             choice: dict[str, Any] = {"index": 0, "delta": {"content": ""}}
@@ -320,7 +337,8 @@ class OpenRouterStandIn(ThreadedApp):
             else:
                 frames.append(event([choice], error=error))
         else:
-            stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+            finish = "tool_calls" if planned is not None else "stop"
+            stop = {"index": 0, "delta": {}, "finish_reason": finish}
             frames += [event([stop]), keep_alive, event([], usage=usage), b"data: [DONE]\n\n"]
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
@@ -329,6 +347,12 @@ class OpenRouterStandIn(ThreadedApp):
                 await response.write(frame)
         await response.write_eof()
         return response
+
+
+def _message(text: str, planned: PlannedCall | None) -> dict[str, Any]:
+    if planned is None:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": [openai_call(planned)]}
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

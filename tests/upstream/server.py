@@ -50,6 +50,7 @@ from .completion import (
     split_tokens,
 )
 from .schema_gen import example_for_schema
+from .tool_use import PlannedCall, last_tool_result, plan_from_openai, tool_result_text
 from .wire import ErrorStyle, LMStudioVersion
 
 __all__ = [
@@ -169,6 +170,8 @@ class _Script:
     interval: float = 0.0
     invalid: InvalidKind = "prose"
     handler: Handler | None = None
+    tool_calls: list[PlannedCall] | None = None
+    raw_tool_calls: Any = None
 
 
 _RESETTABLE = (
@@ -262,6 +265,8 @@ class StandInServer:
         self._models = list(self._initial_models)
         self._loaded = set(self._initial_loaded)
         self._instance_ids: dict[str, list[str]] = {}  # loaded instances, when not just [model]
+        self.not_for_tools: set[str] = set()
+        """Models the native listings report as not trained for tool use (reset() empties)."""
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -438,6 +443,17 @@ class StandInServer:
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         self._push(_Script("reply", "chat", times, delay, content=text))
 
+    def reply_tool_calls(self, *calls: tuple[str, Any], times: int | None = 1) -> None:
+        """Answer with these tool calls (name, arguments: an object, or a str sent as is)."""
+        planned = [
+            PlannedCall(f"call_scripted_{i}", name, args) for i, (name, args) in enumerate(calls)
+        ]
+        self._push(_Script("reply", "chat", times, tool_calls=planned))
+
+    def reply_raw_tool_calls(self, raw: Any, *, times: int | None = 1) -> None:
+        """Answer with this `message.tool_calls` exactly as given (malformed ones, say)."""
+        self._push(_Script("reply", "chat", times, content="", raw_tool_calls=raw))
+
     def reply_truncated(self, text: str, *, times: int | None = 1, delay: float = 0.0) -> None:
         """Answer with this text and finish_reason "length"."""
         self._push(_Script("reply", "chat", times, delay, content=text, finish_reason="length"))
@@ -563,6 +579,7 @@ class StandInServer:
             self._loaded = set(self._initial_loaded)
             self._instance_ids.clear()
             self._aborted.clear()
+            self.not_for_tools.clear()
         self.disconnect_event.clear()
         if self.refusing:
             self.accept()
@@ -798,7 +815,7 @@ class StandInServer:
         if not self.native_api:
             return await self._openai_404(request)
         models, loaded = self._model_state()
-        data = [wire.native_model_entry(m, m in loaded) for m in models]
+        data = [self._native_entry(m, m in loaded) for m in models]
         return _json_response({"object": "list", "data": data})
 
     async def _native_get(self, request: web.Request) -> web.StreamResponse:
@@ -810,10 +827,17 @@ class StandInServer:
             return _json_response(
                 wire.string_error(wire.STANDIN_NATIVE_MODEL_NOT_FOUND.format(model=model)), 404
             )
-        return _json_response(wire.native_model_entry(model, model in loaded))
+        return _json_response(self._native_entry(model, model in loaded))
 
     # ── LM Studio 0.4's REST API v1: list, load, unload ───────────────────────────────
     # Shapes from https://lmstudio.ai/docs/developer/rest/{list,load,unload}.
+
+    def _native_entry(self, model: str, loaded: bool) -> dict[str, Any]:
+        """REST API v0's entry; `capabilities` lists "tool_use" for a model trained for it."""
+        entry = wire.native_model_entry(model, loaded)
+        trained = model not in self.not_for_tools and entry["type"] != "embeddings"
+        entry["capabilities"] = ["tool_use"] if trained else []
+        return entry
 
     def _instances(self, model: str) -> list[str]:
         with self._lock:
@@ -841,6 +865,11 @@ class StandInServer:
                     "loaded_instances": instances,
                     "max_context_length": native["max_context_length"],
                     "format": "gguf",
+                    "capabilities": {
+                        "vision": native["type"] == "vlm",
+                        "trained_for_tool_use": model not in self.not_for_tools
+                        and native["type"] != "embeddings",
+                    },
                 }
             )
         return _json_response({"models": entries})
@@ -1003,12 +1032,17 @@ class StandInServer:
             if interval and answer.content:
                 await asyncio.sleep(interval * len(answer.content))
             payload = reply.body(answer)
+            if script is not None and script.raw_tool_calls is not None:
+                payload = _with_raw_calls(payload, script.raw_tool_calls)
             if cut is not None:
                 return await self._cut_body(request, payload)
             return web.Response(body=payload, headers={"Content-Type": _JSON})
         options = body.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return await self._stream(request, reply.frames(answer, usage), interval, cut)
+        frames = reply.frames(answer, usage)
+        if script is not None and script.raw_tool_calls is not None:
+            frames = _raw_call_frames(reply, script.raw_tool_calls)
+        return await self._stream(request, frames, interval, cut)
 
     def _bad_request(self, openai_message: str, lmstudio_message: str) -> web.Response:
         if self.error_style == "openai":
@@ -1048,6 +1082,13 @@ class StandInServer:
         kind, schema = fmt
         reasoning = ""
         forced: str | None = None
+        calls = self._tool_calls(body, script)
+        if calls:
+            return Answer([], [], "tool_calls", count_prompt_tokens(messages), calls)
+        result = last_tool_result(messages)
+        if script is None and result is not None:
+            content = tool_result_text(result)
+            return Answer(split_tokens(content), [], "stop", count_prompt_tokens(messages))
         if script is not None and script.kind == "reply":
             content = script.content or ""
             reasoning = script.reasoning or ""
@@ -1070,6 +1111,13 @@ class StandInServer:
             thoughts, pieces = thoughts[:budget], pieces[: max(0, budget - len(thoughts))]
             finish = "length"
         return Answer(pieces, thoughts, finish, count_prompt_tokens(messages))
+
+    def _tool_calls(self, body: Mapping[str, Any], script: _Script | None) -> list[PlannedCall]:
+        """The tool calls to answer with: the script's, else the stand-in model's rule."""
+        if script is not None:
+            return list(script.tool_calls or []) if script.kind == "reply" else []
+        planned = plan_from_openai(body)
+        return [planned] if planned is not None else []
 
     def _default_content(self, kind: str, schema: Any, last_user: str) -> str:
         if kind == "json_schema":
@@ -1142,6 +1190,22 @@ class StandInServer:
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────────────
+
+
+def _with_raw_calls(payload: bytes, raw: Any) -> bytes:
+    body = orjson.loads(payload)
+    body["choices"][0]["message"]["tool_calls"] = raw
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return orjson.dumps(body)
+
+
+def _raw_call_frames(reply: Completion, raw: Any) -> Iterator[tuple[bytes, bool]]:
+    head = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created}
+    delta = {"index": 0, "delta": {"tool_calls": raw}, "finish_reason": None}
+    yield b"data: " + orjson.dumps({**head, "choices": [delta]}) + b"\n\n", True
+    finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+    yield b"data: " + orjson.dumps({**head, "choices": [finish]}) + b"\n\n", False
+    yield DONE, False
 
 
 def _json_response(body: Any, status: int = 200) -> web.Response:

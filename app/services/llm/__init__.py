@@ -61,6 +61,8 @@ from app.services.llm.protocol import (
     LLMService,
     ModelInfo,
     StreamChunk,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from app.services.llm.providers import PROVIDERS
@@ -85,6 +87,7 @@ from app.services.llm.structured import (
     generate_structured,
     generate_structured_json,
 )
+from app.services.llm.tools import ToolUse, tool_from_model
 
 
 async def get_llm_service() -> LLMService:
@@ -135,6 +138,9 @@ __all__ = [
     "StreamChunk",
     "StructuredMode",
     "StructuredResult",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolUse",
     "UnloadResult",
     "UnsafeSchemaError",
     "Usage",
@@ -162,6 +168,7 @@ __all__ = [
     "read_saved_row",
     "redact_url",
     "save_llm_settings",
+    "tool_from_model",
     "unload_model",
     "with_fallback",
 ]

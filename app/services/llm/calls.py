@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.config import ProviderConfig
 from app.services.llm.embeddings import (
@@ -45,6 +47,7 @@ from app.services.llm.metrics import (
     allow_model_labels,
     model_label,
     record_call,
+    record_tool_calls,
 )
 from app.services.llm.protocol import (
     Capabilities,
@@ -61,6 +64,13 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import connect_timeout, redact_url
+from app.services.llm.tools import (
+    ToolChoice,
+    ToolUse,
+    check_tools_supported,
+    check_trained_for_tools,
+    get_tool_calls,
+)
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -79,6 +89,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion (implemented by the service)."""
         raise NotImplementedError
@@ -92,6 +104,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """A completion as it arrives (implemented by the service)."""
         raise NotImplementedError
@@ -109,6 +123,30 @@ class PromptCalls:
             build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
         )
         return completion.text
+
+    async def get_tool_calls(
+        self,
+        prompt: str,
+        tools: Sequence[type[BaseModel]],
+        *,
+        system: str | None = None,
+        tool_choice: str = "auto",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[ToolUse]:
+        """The tools the model asks to call for `prompt`, each tool a Pydantic model (its
+        class name is the function's name, its docstring the description, its fields the
+        parameters), each call's arguments validated as that model; empty when the model
+        answered with text. `tool_choice`: "auto", "required", "none" or a tool's name."""
+        return await get_tool_calls(
+            self,
+            prompt,
+            tools,
+            system=system,
+            tool_choice=tool_choice,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
 
     async def stream_response(
         self,
@@ -207,14 +245,18 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion, retried where safe, with usage, finish reason and who answered."""
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        with recording("text") as record:
+        with recording("tools" if tools else "text") as record:
             record.trying(self.provider.value, self.model)
             try:
                 async with self._slot():
@@ -230,6 +272,7 @@ class ProviderService(PromptCalls):
                 )
                 usage, outcome = completion.usage, "ok"
                 record.served(completion.provider, completion.model, usage)
+                record_tool_calls(self.provider, self.model, len(completion.tool_calls))
             except LLMError as exc:
                 outcome = exc.kind
                 self._log_failure("complete", exc)
@@ -255,6 +298,8 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         usage_record: CallRecord | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
@@ -266,12 +311,14 @@ class ProviderService(PromptCalls):
         its response while the model thinks. `usage_record` is the usage record of the
         caller's call this stream is part of (a fallback chain's); by default its own.
         """
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        record = usage_record or CallRecord("stream")
+        record = usage_record or CallRecord("tools_stream" if tools else "stream")
         record.trying(self.provider.value, self.model)
         failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
@@ -281,6 +328,11 @@ class ProviderService(PromptCalls):
                 in_flight.inc()
                 try:
                     async for chunk in self._stream_with_retries(request, started):
+                        record_tool_calls(
+                            self.provider,
+                            self.model,
+                            sum(1 for call in chunk.tool_calls if call.name),
+                        )
                         if chunk.usage is not None:
                             usage = chunk.usage
                             outcome = "ok"
@@ -320,13 +372,15 @@ class ProviderService(PromptCalls):
                     usage = chunk.usage or usage
                     finish_reason = chunk.finish_reason or finish_reason
                     answered_by = chunk.model or answered_by
-                    if chunk.text or chunk.reasoning:
+                    if chunk.has_content:
                         if not yielded:
                             TIME_TO_FIRST_TOKEN.labels(
                                 self.provider, model_label(self.model)
                             ).observe(time.perf_counter() - started)
                         yielded += 1
-                        yield StreamChunk(text=chunk.text, reasoning=chunk.reasoning)
+                        yield StreamChunk(
+                            text=chunk.text, reasoning=chunk.reasoning, tool_calls=chunk.tool_calls
+                        )
                     elif not accepted and chunk.finish_reason is None:
                         yield StreamChunk()  # the upstream accepted: nothing to show yet
                     accepted = True
@@ -353,6 +407,34 @@ class ProviderService(PromptCalls):
                 await self._sleep_before_retry("stream", attempt, error)
             finally:
                 await stream.aclose()
+
+    def _request(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        response_format: dict[str, Any] | None,
+        seed: int | None,
+        stop: str | list[str] | None,
+        tools: Sequence[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+    ) -> ChatRequest:
+        """The wire's request; a 400 naming the model when it cannot take the tools."""
+        if tools:
+            check_tools_supported(
+                self.capabilities, self.display_name, self.provider, self.model, tool_choice
+            )
+        return ChatRequest(
+            self.model,
+            messages,
+            temperature,
+            max_tokens,
+            response_format,
+            seed,
+            stop,
+            tools=tools or None,
+            tool_choice=tool_choice if tools else None,
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers (no retries: discovery should fail fast)."""

@@ -29,6 +29,7 @@ from app.services.llm.protocol import (
     ModelT,
     StreamChunk,
 )
+from app.services.llm.tools import ToolChoice
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -134,6 +135,8 @@ class FallbackService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One completion from the first provider that can answer."""
         return await self.run(
@@ -144,6 +147,8 @@ class FallbackService(PromptCalls):
                 response_format=response_format,
                 seed=seed,
                 stop=stop,
+                tools=tools,
+                tool_choice=tool_choice,
             )
         )
 
@@ -156,11 +161,13 @@ class FallbackService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """A stream from the first provider that can answer. It moves on only before the
         first text: once text reached the caller, a failure ends the stream with an error,
         never a switch to another provider mid-answer."""
-        record = CallRecord("stream")  # one usage record for the whole chain
+        record = CallRecord("tools_stream" if tools else "stream")  # one for the whole chain
         failure: BaseException | None = None
         try:
             for index, service in enumerate(self.chain):
@@ -171,12 +178,14 @@ class FallbackService(PromptCalls):
                     response_format=response_format,
                     seed=seed,
                     stop=stop,
+                    tools=tools,
+                    tool_choice=tool_choice,
                     usage_record=record,
                 )
                 sent = False
                 try:
                     async for chunk in chunks:
-                        sent = sent or bool(chunk.text or chunk.reasoning)
+                        sent = sent or chunk.has_content
                         yield chunk
                     return
                 except LLMError as error:

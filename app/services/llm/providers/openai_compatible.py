@@ -41,6 +41,7 @@ from app.services.llm.providers.wire import (
     usage_of,
     vector_of,
 )
+from app.services.llm.tools import openai_tool_call_deltas, openai_tool_calls
 
 MAX_LINE = 1024 * 1024  # one line of a stream's SSE; a chunk carries a token or a few
 # Inputs per embeddings request (OpenAI allows 2,048): 2,048 vectors of 1,536 floats are a
@@ -96,6 +97,10 @@ class OpenAIWire(HttpWire):
             body["seed"] = request.seed
         if request.stop is not None:
             body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         return body
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -110,12 +115,17 @@ class OpenAIWire(HttpWire):
             raise self.not_a_completion(response)
         message = part_of(choice, "message")
         answered_by = response.get("model") if isinstance(response, dict) else None
+        try:
+            tool_calls = openai_tool_calls(message)
+        except ValueError as exc:
+            raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
         return Completion(
             text=text_of(message),
             finish_reason=finish_reason_of(choice),
             reasoning=reasoning_of(message),
             usage=self.usage_in(response) or Usage(),
             model=answered_by if isinstance(answered_by, str) else "",
+            tool_calls=tool_calls,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -158,9 +168,13 @@ class OpenAIWire(HttpWire):
                     finish_reason = finish_reason_of(choice) or finish_reason
                     delta = part_of(choice, "delta")
                     text, reasoning = text_of(delta), reasoning_of(delta) or ""
-                    if text or reasoning:
+                    try:
+                        calls = openai_tool_call_deltas(delta)
+                    except ValueError as exc:
+                        raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
+                    if text or reasoning or calls:
                         sent += 1
-                        yield StreamChunk(text=text, reasoning=reasoning)
+                        yield StreamChunk(text=text, reasoning=reasoning, tool_calls=calls)
                 if finished:
                     break
             else:
