@@ -225,15 +225,21 @@ PROVIDER_NAMES = frozenset(p.value for p in PROVIDERS)
 LIST_DEADLINE = 3.0
 
 
-async def _resolve(name: str | None) -> LLMServiceResult:
-    """The one rule for a requested model name (see the module's docstring)."""
+def provider_and_model(name: str | None) -> tuple[str | None, str | None]:
+    """The one rule for a requested model name (see the module's docstring): the provider
+    and model it names, None for what the settings decide."""
     if name is None or name == "default":
-        return await get_llm_service_with_overrides()
+        return None, None
     first, slash, rest = name.partition("/")
     if slash and first in PROVIDER_NAMES:
         # "lmstudio/" (nothing after the provider) is that provider's configured model.
-        return await get_llm_service_with_overrides(first, rest or None)
-    return await get_llm_service_with_overrides(None, name)
+        return first, rest or None
+    return None, name
+
+
+async def _resolve(name: str | None) -> LLMServiceResult:
+    provider, model = provider_and_model(name)
+    return await get_llm_service_with_overrides(provider, model)
 
 
 def _response_format(
@@ -262,7 +268,7 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """`default`, the active provider's models as `<provider>/<id>`, then each provider's
-    configured model.
+    configured model, then each provider's configured embedding model.
 
     When the active provider cannot list its models, the answer is still 200 with what is
     configured, and `provider_errors` says why the rest is missing. Clients read this list
@@ -289,6 +295,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             kind = "llm_timeout_error"
         errors.append({"provider": active.value, "message": message, "type": kind})
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
+    ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.embedding_model_for(p))]
     body: dict[str, Any] = {
         "object": "list",
         "data": [

@@ -8,6 +8,10 @@ Bedrock's wire as botocore does (rest-json, protocol of both services' models):
   binary frames (``encode_event``), the events ``messageStart``, ``contentBlockStart``,
   ``contentBlockDelta``, ``contentBlockStop``, ``messageStop``, ``metadata``, and exception
   events (``:message-type: exception``);
+- ``POST /model/{modelId}/invoke``: InvokeModel for embedding models, in each family's body
+  (Amazon Titan: ``inputText``, ``dimensions`` for v2 → ``embedding``,
+  ``inputTextTokenCount``; Cohere Embed: ``texts`` (at most 96), ``input_type`` →
+  ``embeddings``), the tokens in ``X-Amzn-Bedrock-Input-Token-Count``;
 - ``GET /foundation-models`` (ListFoundationModels) and ``GET /inference-profiles``
   (ListInferenceProfiles, paginated with ``nextToken``);
 - errors as AWS JSON errors: the ``x-amzn-ErrorType`` header, ``{"message": ...}`` and the
@@ -42,6 +46,7 @@ from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 
+from . import embedding
 from .completion import split_tokens
 from .schema_gen import example_for_schema
 from .threaded import ThreadedApp
@@ -60,7 +65,7 @@ __all__ = [
     "encode_event",
 ]
 
-Route: TypeAlias = Literal["converse", "models", "profiles", "any"]
+Route: TypeAlias = Literal["converse", "invoke", "models", "profiles", "any"]
 
 ACCESS_KEY = "AKIASTANDIN000000001"
 SECRET_KEY = "stand-in-secret-access-key-0000000000000"
@@ -187,7 +192,7 @@ class RecordedRequest:
     """Header names in lower case."""
     json: Any
     route: str
-    """``"converse"``, ``"models"``, ``"profiles"`` or ``"other"``."""
+    """``"converse"``, ``"invoke"``, ``"models"``, ``"profiles"`` or ``"other"``."""
     at: float
 
     @property
@@ -263,6 +268,7 @@ class BedrockStandIn(ThreadedApp):
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse)
+        app.router.add_post("/model/{model_id}/invoke", self._invoke)
         app.router.add_get("/foundation-models", self._foundation_models)
         app.router.add_get("/inference-profiles", self._inference_profiles)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -373,6 +379,11 @@ class BedrockStandIn(ThreadedApp):
         """Every request received, in arrival order."""
         with self._lock:
             return list(self._records)
+
+    @property
+    def invoke_requests(self) -> list[RecordedRequest]:
+        """The InvokeModel calls (embeddings)."""
+        return [r for r in self.requests if r.route == "invoke"]
 
     @property
     def converse_requests(self) -> list[RecordedRequest]:
@@ -487,6 +498,19 @@ class BedrockStandIn(ThreadedApp):
                 await asyncio.sleep(script.delay)
             return web.json_response(reply.converse())
         return await self._stream(request, reply, script)
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        """InvokeModel for Titan and Cohere embedding models (others: ValidationException)."""
+        body = await request.json()
+        model_id = request.match_info["model_id"]
+        script = self._take("invoke")
+        if script is not None and script.kind == "fail":
+            return _error(script.code, script.message, script.status, script.headers)
+        if "titan-embed" in model_id:
+            return _titan_embedding(model_id, body)
+        if "cohere.embed" in model_id:
+            return _cohere_embeddings(body)
+        return _error("ValidationException", "The provided model identifier is invalid.")
 
     async def _stream(
         self, request: web.Request, reply: _Reply, script: _Script | None
@@ -715,7 +739,53 @@ def _invalid_conversation(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _titan_embedding(model_id: str, body: Any) -> web.Response:
+    text = body.get("inputText") if isinstance(body, dict) else None
+    extra = sorted(set(body) - {"inputText", "dimensions", "normalize"}) if text else []
+    if not isinstance(text, str) or not text or extra:
+        return _error(
+            "ValidationException",
+            f"Malformed input request: extraneous key [{extra[0]}] is not permitted"
+            if extra
+            else "Malformed input request: expected minLength: 1, please reformat your input",
+        )
+    size = body.get("dimensions", embedding.DIMENSIONS)
+    if "dimensions" in body and ("v2" not in model_id or size not in (256, 512, 1024)):
+        return _error("ValidationException", "Malformed input request: dimensions")
+    tokens = embedding.tokens_in(text)
+    return web.json_response(
+        {"embedding": embedding.vector_for(text, size), "inputTextTokenCount": tokens},
+        headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)},
+    )
+
+
+def _cohere_embeddings(body: Any) -> web.Response:
+    texts = body.get("texts") if isinstance(body, dict) else None
+    allowed = {"texts", "input_type", "truncate", "embedding_types", "images"}
+    if (
+        not isinstance(texts, list)
+        or not 0 < len(texts) <= 96
+        or not all(isinstance(text, str) for text in texts)
+        or body.get("input_type")
+        not in ("search_document", "search_query", "classification", "clustering")
+        or set(body) - allowed
+    ):
+        return _error("ValidationException", "Malformed input request, please reformat your input")
+    tokens = sum(embedding.tokens_in(text) for text in texts)
+    return web.json_response(
+        {
+            "embeddings": [embedding.vector_for(text) for text in texts],
+            "id": "5bd4e2a6-1c55-4ab0-a8c0-3f3c4a2c1d9e",
+            "response_type": "embeddings_floats",
+            "texts": texts,
+        },
+        headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)},
+    )
+
+
 def _route_of(path: str) -> str:
+    if path.endswith("/invoke"):
+        return "invoke"
     if path.startswith("/model/"):
         return "converse"
     return {"/foundation-models": "models", "/inference-profiles": "profiles"}.get(path, "other")

@@ -1,8 +1,9 @@
 """A stand-in Ollama server on a real loopback socket, speaking Ollama's native API.
 
 ``OllamaStandIn`` runs an aiohttp app in a daemon thread with its own event loop. It serves
-``POST /api/chat`` (NDJSON stream or one JSON object), ``GET /api/tags``, ``GET /api/ps`` and
-``POST /api/show``, records every request, and takes scripts, one per request, from a FIFO::
+``POST /api/chat`` (NDJSON stream or one JSON object), ``POST /api/embed``, ``GET /api/tags``,
+``GET /api/ps`` and ``POST /api/show``, records every request, and takes scripts, one per
+request, from a FIFO::
 
     with OllamaStandIn(models={"llama3.2:latest": 131072}) as srv:
         srv.error_mid_stream(after_chunks=2)  # the next chat request
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import embedding
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .schema_gen import example_for_schema
 from .threaded import ThreadedApp
@@ -99,6 +101,7 @@ class OllamaStandIn(ThreadedApp):
         """Ollama's routes."""
         app = web.Application()
         app.router.add_post("/api/chat", self._chat)
+        app.router.add_post("/api/embed", self._embed)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/show", self._show)
@@ -117,6 +120,11 @@ class OllamaStandIn(ThreadedApp):
     def chat_requests(self) -> list[Recorded]:
         """The recorded ``/api/chat`` requests."""
         return [r for r in self.requests if r.path == "/api/chat"]
+
+    @property
+    def embed_requests(self) -> list[Recorded]:
+        """The recorded ``/api/embed`` requests."""
+        return [r for r in self.requests if r.path == "/api/embed"]
 
     def reply(
         self,
@@ -247,6 +255,30 @@ class OllamaStandIn(ThreadedApp):
         # Ollama streams a tool call whole, in one line of its own.
         lines += [_chunk(model, {"tool_calls": calls}) for _ in [0] if calls]
         return await self._stream(request, lines, final, script)
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        """``/api/embed``: ``embeddings`` in input order, ``prompt_eval_count`` the tokens;
+        ``dimensions`` shortens the vectors."""
+        body, _script, early = await self._record(request)
+        if early is not None:
+            return early
+        texts = embedding.texts_of(body.get("input")) if isinstance(body, dict) else None
+        if texts is None or not isinstance(body, dict):
+            return _json({"error": "invalid input type"}, 400)
+        model = body.get("model")
+        if model not in self.models:
+            return _json({"error": f"model '{model}' not found"}, 404)
+        dimensions = body.get("dimensions")
+        size = dimensions if isinstance(dimensions, int) else embedding.DIMENSIONS
+        return _json(
+            {
+                "model": model,
+                "embeddings": [embedding.vector_for(text, size) for text in texts],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(embedding.tokens_in(text) for text in texts),
+            }
+        )
 
     def _answer(self, body: dict[str, Any], script: _Script | None) -> tuple[str, str, str]:
         if script is not None and script.kind == "reply":

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import embedding
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .server import RecordedRequest
 from .threaded import ThreadedApp
@@ -130,6 +131,7 @@ class OpenRouterStandIn(ThreadedApp):
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/api/v1/models", self._models)
+        app.router.add_post("/api/v1/embeddings", self._embeddings)
         return app
 
     # ── scripting ───────────────────────────────────────────────────────────
@@ -185,6 +187,11 @@ class OpenRouterStandIn(ThreadedApp):
         """The chat-completion requests, in arrival order."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def embeddings_requests(self) -> list[RecordedRequest]:
+        """The embeddings requests, in arrival order."""
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
+
     def _push(self, script: _Script) -> None:
         with self._lock:
             self._scripts.append(script)
@@ -227,6 +234,20 @@ class OpenRouterStandIn(ThreadedApp):
         if script is not None and script.kind == "fail":
             return _error(script.status, script.message, script.headers)
         return _json({"data": self.models})
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenRouter's embeddings: OpenAI's shape, with `usage.cost`."""
+        body = orjson.loads(await request.read())
+        script = self._take("embeddings")
+        if script is not None and script.kind == "fail":
+            return _error(script.status, script.message, script.headers)
+        texts = embedding.texts_of(body.get("input"))
+        if texts is None or not isinstance(body.get("model"), str):
+            return _error(400, "Input required: a string or an array of strings")
+        dimensions = body.get("dimensions")
+        reply = embedding.openai_reply(body["model"], texts, dimensions)
+        reply["usage"]["cost"] = DEFAULT_COST
+        return _json(reply)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

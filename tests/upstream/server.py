@@ -12,8 +12,9 @@ can be scripted to misbehave, one request at a time::
         assert srv.chat_requests[0].json["model"] == "llama-3.2-3b-instruct"
 
 Scripts are kept in one FIFO queue; each request takes the first script whose route
-matches its own (``"chat"``, ``"models"`` for ``/v1/models``, ``"native_models"`` for
-LM Studio's own listings ``/api/v0/models`` and ``GET /api/v1/models``, ``"any"``).
+matches its own (``"chat"``, ``"embeddings"``, ``"models"`` for ``/v1/models``,
+``"native_models"`` for LM Studio's own listings ``/api/v0/models`` and
+``GET /api/v1/models``, ``"any"``).
 Requests with no script get the default answer.
 
 LM Studio 0.4's native REST API for model management is served too (``GET /api/v1/models``,
@@ -38,7 +39,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 from aiohttp import web
 
-from . import wire
+from . import embedding, wire
 from .completion import (
     DONE,
     Answer,
@@ -63,7 +64,7 @@ __all__ = [
     "unused_url",
 ]
 
-Route: TypeAlias = Literal["chat", "models", "native_models", "any"]
+Route: TypeAlias = Literal["chat", "models", "native_models", "embeddings", "any"]
 InvalidKind: TypeAlias = Literal["prose", "truncated", "fenced", "wrong_shape"]
 Handler: TypeAlias = Callable[
     [web.Request, "RecordedRequest"], "Awaitable[web.StreamResponse] | web.StreamResponse"
@@ -121,6 +122,8 @@ def _netloc(host: str, port: int) -> str:
 def _route_of(path: str) -> str:
     if path in ("/v1/chat/completions", "/api/v0/chat/completions"):
         return "chat"
+    if path in ("/v1/embeddings", "/api/v0/embeddings"):
+        return "embeddings"
     if path == "/v1/models" or path.startswith("/v1/models/"):
         return "models"
     if path in ("/api/v0/models", "/api/v1/models") or path.startswith("/api/v0/models/"):
@@ -370,6 +373,8 @@ class StandInServer:
         app.router.add_get("/v1/models/{model:.+}", self._model_get)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/api/v0/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/api/v0/embeddings", self._embeddings)
         app.router.add_get("/api/v0/models", self._native_list)
         app.router.add_get("/api/v0/models/{model:.+}", self._native_get)
         app.router.add_get("/api/v1/models", self._rest_list)
@@ -597,6 +602,11 @@ class StandInServer:
     def chat_requests(self) -> list[RecordedRequest]:
         """The chat-completion requests, in arrival order."""
         return [r for r in self.requests if r.route == "chat"]
+
+    @property
+    def embeddings_requests(self) -> list[RecordedRequest]:
+        """The embeddings requests received so far."""
+        return [r for r in self.requests if r.route == "embeddings"]
 
     @property
     def disconnects(self) -> int:
@@ -963,6 +973,25 @@ class StandInServer:
         if not name:
             return loaded[0] if loaded else self._no_models_loaded()
         return name if name in loaded else self._model_not_found(name)
+
+    # ── embeddings ──────────────────────────────────────────────────────────────────
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's embeddings wire. An OpenAI-style stand-in honours `dimensions`; an LM
+        Studio one answers with the model's own size whatever is asked."""
+        body = request[_RECORD].json
+        if request[_BAD_BODY] or not isinstance(body, dict):
+            return self._bad_request(wire.OPENAI_BAD_JSON, wire.STANDIN_BAD_JSON)
+        texts = embedding.texts_of(body.get("input"))
+        if texts is None:
+            message = "'$.input' is invalid. Please check the API reference."
+            return self._bad_request(message, message)
+        model = self._resolve_model(body.get("model"))
+        if isinstance(model, web.Response):
+            return model
+        dimensions = body.get("dimensions") if self.error_style == "openai" else None
+        size = dimensions if isinstance(dimensions, int) and dimensions > 0 else None
+        return _json_response(embedding.openai_reply(model, texts, size))
 
     # ── chat completions ────────────────────────────────────────────────────────────
 

@@ -36,6 +36,7 @@ from app.services.llm import (
     check_providers,
     discover_models,
     discovery_service,
+    env_embedding_model,
     env_fallbacks,
     env_model,
     lmstudio_service,
@@ -55,6 +56,7 @@ def _public(
     effective: EffectiveLLMSettings, settings: Settings, warnings: list[str] | None = None
 ) -> LLMSettingsPublic:
     models = {f"{p.value}_model": effective.model_for(p) for p in LLMProvider}
+    models |= {f"{p.value}_embedding_model": effective.embedding_model_for(p) for p in LLMProvider}
     return LLMSettingsPublic(
         provider=effective.provider,
         model=effective.model,
@@ -252,6 +254,22 @@ async def read_setting_fields(
                 value=effective.model_for(provider),
                 source=source,
                 env=f"{spec.env_prefix}_MODEL",
+                provider=provider,
+                discovery=_discovery(provider),
+                pick="list" if spec.local else "type",
+            )
+        )
+    for provider, spec in PROVIDERS.items():
+        saved = getattr(row, f"{provider.value}_embedding_model", None) if row else None
+        env = env_embedding_model(settings, provider)
+        fields.append(
+            SettingField(
+                name=f"{provider.value}_embedding_model",
+                label=f"{spec.display_name} embedding model",
+                kind="model",
+                value=effective.embedding_model_for(provider),
+                source="database" if saved else "environment" if env else "unset",
+                env=f"{spec.env_prefix}_EMBEDDING_MODEL",
                 provider=provider,
                 discovery=_discovery(provider),
                 pick="list" if spec.local else "type",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -23,7 +24,16 @@ from pydantic import BaseModel
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.config import ProviderConfig
+from app.services.llm.embeddings import (
+    EMBEDDING_CONCURRENCY,
+    batches,
+    check_dimensions,
+    embedding_texts,
+    in_order,
+    no_embedding_model,
+)
 from app.services.llm.errors import (
+    LLMConfigurationError,
     LLMError,
     LLMRateLimitError,
     LLMTimeoutError,
@@ -43,6 +53,8 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     ModelT,
@@ -162,6 +174,7 @@ class ProviderService(PromptCalls):
         *,
         retry_backoff: float = 0.5,
         wire: ProviderWire | None = None,
+        embedding_model: str | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -170,6 +183,8 @@ class ProviderService(PromptCalls):
         self.model = config.default_model
         self.base_url = config.base_url
         self.retry_backoff = retry_backoff
+        self.embedding_model = embedding_model
+        """The model `embed()` uses unless told otherwise (the provider's embedding model)."""
 
     @property
     def display_name(self) -> str:
@@ -431,6 +446,96 @@ class ProviderService(PromptCalls):
             if info.id == self.model:
                 return info.max_context_length
         return None
+
+    # ── embeddings ──────────────────────────────────────────────────────────
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """Vectors for `texts` (in their order) from `model`, by default the provider's
+        embedding model; batched to the provider's limits, each batch retried where safe.
+        Never falls back to another provider: vectors of different models do not compare."""
+        items = embedding_texts(texts)
+        check_dimensions(dimensions)
+        chosen = (model or "").strip() or self.embedding_model
+        if not chosen:
+            raise no_embedding_model(self.spec)
+        if not self.capabilities.embeddings:
+            raise LLMConfigurationError(
+                f"{self.display_name} does not serve embeddings", provider=self.provider
+            )
+        embedder = self
+        if chosen != self.model:  # errors and metrics name the embedding model
+            embedder = ProviderService(
+                self.spec,
+                self.config.model_copy(update={"default_model": chosen}),
+                retry_backoff=self.retry_backoff,
+                embedding_model=chosen,
+            )
+        return await embedder._embed(items, dimensions)
+
+    async def _embed(self, texts: list[str], dimensions: int | None) -> Embeddings:
+        size = self.wire.embedding_batch(self.model)
+        started = time.perf_counter()
+        outcome, usage = "cancelled", None
+        with recording("embedding") as record:
+            record.trying(self.provider.value, self.model)
+            try:
+                parts = await in_order(
+                    [
+                        functools.partial(self._embed_batch, batch, dimensions)
+                        for batch in batches(texts, size)
+                    ],
+                    EMBEDDING_CONCURRENCY,
+                )
+                costs = [p.usage.cost for p in parts if p.usage.cost is not None]
+                usage = Usage(
+                    prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
+                    cost=sum(costs) if costs else None,
+                )
+                result = Embeddings(
+                    [vector for part in parts for vector in part.vectors],
+                    usage,
+                    self.provider.value,
+                    parts[0].model or self.model,
+                )
+                outcome = "ok"
+                record.served(result.provider, result.model, usage)
+            except LLMError as exc:
+                outcome = exc.kind
+                self._log_failure("embed", exc)
+                raise
+            finally:
+                record_call(
+                    self.provider,
+                    self.model,
+                    "embed",
+                    outcome,
+                    time.perf_counter() - started,
+                    usage,
+                )
+        return result
+
+    async def _embed_batch(self, texts: list[str], dimensions: int | None) -> Embeddings:
+        async with self._slot():
+            part = await self._retrying(
+                "embeddings",
+                lambda attempt: self._within_deadline(
+                    self.wire.embed(EmbeddingRequest(self.model, texts, dimensions, attempt))
+                ),
+            )
+        if len(part.vectors) != len(texts):
+            raise LLMUpstreamError(
+                f"{self.display_name} at {self.upstream} returned {len(part.vectors)} "
+                f"embeddings for {len(texts)} texts (model {self.model})",
+                provider=self.provider,
+                upstream=self.upstream,
+            )
+        return part
 
     # ── deadlines ───────────────────────────────────────────────────────────
 

@@ -22,6 +22,7 @@ from app.services.llm.ledger import CallRecord, recording
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
+    Embeddings,
     LLMService,
     Message,
     ModelInfo,
@@ -206,6 +207,17 @@ class FallbackService(PromptCalls):
     async def context_length(self) -> int | None:
         """The first provider's model's context window."""
         return await self.primary.context_length()
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """The first provider's embeddings, never another's: vectors of different models
+        are not comparable, so a chain that moved on would mix them in one index."""
+        return await self.primary.embed(texts, model=model, dimensions=dimensions)
 
     def _moving_on(self, failed: ProviderService, to: ProviderService, error: LLMError) -> None:
         FALLBACKS.labels(failed.provider.value, to.provider.value, error.kind).inc()

@@ -15,7 +15,7 @@ MAX_MODEL_LABELS = 100
 
 REQUESTS = Counter(
     "llm_requests_total",
-    "LLM calls by provider, model, kind (complete|stream) and outcome (ok or error type)",
+    "LLM calls by provider, model, kind (complete|stream|embed) and outcome (ok or error type)",
     ["provider", "model", "kind", "outcome"],
 )
 LATENCY = Histogram(

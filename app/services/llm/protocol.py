@@ -117,6 +117,8 @@ class Capabilities:
     """`tool_choice` "required" or a named function can be honoured (Ollama has none)."""
     tool_use_listed: bool = False
     """Discovery says whether each model was trained for tool use (LM Studio)."""
+    embeddings: bool = False
+    """Serves embeddings (`ProviderWire.embed`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,33 @@ class ChatRequest:
     """How many times this request was sent before. A wire resends at once over a pooled
     connection the server had closed only on the first attempt, so that a server hanging
     up on every request costs one extra request per call, not one per retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """Texts to embed in one upstream call (no more than the wire's `embedding_batch`)."""
+
+    model: str
+    texts: Sequence[str]
+    dimensions: int | None = None
+    """The vectors' length, for models that can shorten theirs (OpenAI's v3, Titan v2)."""
+    attempt: int = 0
+    """As `ChatRequest.attempt`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors for texts, in the texts' order, with what they cost and who made them."""
+
+    vectors: list[list[float]]
+    usage: Usage = field(default_factory=Usage)
+    provider: str = ""
+    model: str = ""
+
+    @property
+    def dimensions(self) -> int:
+        """The length of each vector (0 when there are none)."""
+        return len(self.vectors[0]) if self.vectors else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +220,15 @@ class ProviderWire(Protocol):
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers (one attempt: discovery should fail fast)."""
+        ...
+
+    def embedding_batch(self, model: str) -> int:
+        """How many texts one `embed` call of `model` may carry."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Vectors for `request.texts`, in order (one upstream call, or an LLMError;
+        LLMInvalidRequestError for what this upstream or model cannot do, e.g. dimensions)."""
         ...
 
 
@@ -314,4 +352,15 @@ class LLMService(Protocol):
 
     async def context_length(self) -> int | None:
         """The model's context window, when the provider reports it."""
+        ...
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """Vectors for `texts`, in their order, from the provider's embedding model (or
+        `model`), with usage and who made them."""
         ...

@@ -1,5 +1,7 @@
 """AWS Bedrock: the Converse API (`converse`, `converse_stream`) through aiobotocore, and
 discovery on the control plane (foundation models and system-defined inference profiles).
+Embeddings through InvokeModel, in the body each family takes: Amazon Titan (one text per
+call: `inputText`, `dimensions` for v2) and Cohere Embed (up to 96 `texts` per call).
 
 aiobotocore and botocore are imported inside functions: importing this module stays cheap.
 """
@@ -35,6 +37,8 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     StreamChunk,
@@ -44,7 +48,7 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec, Wire
 from app.services.llm.providers.clients import close_with_loop, connect_timeout
-from app.services.llm.providers.wire import short_reason, stale_connection
+from app.services.llm.providers.wire import short_reason, stale_connection, vector_of
 from app.services.llm.tools import (
     MAX_TOOL_CALLS,
     calls_in,
@@ -91,6 +95,7 @@ AUTH_CODES = frozenset(
 PERMISSIONS = {
     "converse": "bedrock:InvokeModel",
     "converse_stream": "bedrock:InvokeModelWithResponseStream",
+    "invoke_model": "bedrock:InvokeModel",
     "list_foundation_models": "bedrock:ListFoundationModels",
     "list_inference_profiles": "bedrock:ListInferenceProfiles",
 }
@@ -103,6 +108,14 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+
+
+# Embedding families, matched in model ids, inference profiles ("us.cohere…") and ARNs alike.
+TITAN_EMBED = re.compile(r"amazon\.titan-embed-")
+TITAN_DIMENSIONS = re.compile(r"amazon\.titan-embed-text-v2")  # v1 has one size only
+COHERE_EMBED = re.compile(r"cohere\.embed-")
+COHERE_BATCH = 96  # Cohere Embed's limit on texts per call
+INPUT_COUNT_HEADER = "x-amzn-bedrock-input-token-count"
 
 
 def native_schema_supported(model_id: str) -> bool:
@@ -143,7 +156,7 @@ class BedrockWire(Wire):
     """One Converse call per attempt; errors as the standard LLMErrors."""
 
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, tool_forced_output=True
+        json_schema=True, json_object=True, tool_forced_output=True, embeddings=True
     )
     config: BedrockConfig
 
@@ -278,6 +291,70 @@ class BedrockWire(Wire):
                 break
             arguments["nextToken"] = page["nextToken"]
         return models
+
+    # ── embeddings ───────────────────────────────────────────────────────────────
+
+    def embedding_batch(self, model: str) -> int:
+        """Cohere Embed takes 96 texts per call; Titan one."""
+        return COHERE_BATCH if COHERE_EMBED.search(model) else 1
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One InvokeModel call in the model family's own body; the tokens from the
+        `X-Amzn-Bedrock-Input-Token-Count` header (Titan also says `inputTextTokenCount`)."""
+        model = request.model
+        if COHERE_EMBED.search(model):
+            if request.dimensions is not None:
+                raise self._no_dimensions(model)
+            body: dict[str, Any] = {"texts": list(request.texts), "input_type": "search_document"}
+        elif TITAN_EMBED.search(model):
+            body = {"inputText": request.texts[0]}
+            if request.dimensions is not None:
+                if not TITAN_DIMENSIONS.search(model):
+                    raise self._no_dimensions(model)
+                body["dimensions"] = request.dimensions
+        else:
+            raise LLMInvalidRequestError(
+                f"{self.spec.display_name} model '{model}' is not an embedding model this "
+                "gateway can call: use an Amazon Titan (amazon.titan-embed-text-v2:0) or "
+                "Cohere Embed (cohere.embed-english-v3) model",
+                provider=self.spec.provider,
+            )
+        clients = await self._clients()
+        arguments = {
+            "modelId": model,
+            "body": self.encode(body),
+            "contentType": "application/json",
+            "accept": "application/json",
+        }
+        reply = await self._call(
+            clients.runtime.invoke_model, "invoke_model", arguments, resend=not request.attempt
+        )
+        try:
+            answer = json.loads(await reply["body"].read())
+        except Exception as exc:
+            raise self._failure(exc, "invoke_model", model) from exc
+        found = answer.get("embeddings") if isinstance(answer, dict) else None
+        if isinstance(found, dict):  # Cohere asked for `embedding_types` answers by type
+            found = found.get("float")
+        if isinstance(answer, dict) and "embedding" in answer:
+            found = [answer["embedding"]]
+        vectors = [vector_of(item) for item in found] if isinstance(found, list) else []
+        if len(vectors) != len(request.texts) or any(v is None for v in vectors):
+            raise self.invalid_reply_error(
+                f"{len(vectors)} embeddings for {len(request.texts)} inputs, or one that is "
+                "not a list of numbers"
+            )
+        headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        counted = headers.get(INPUT_COUNT_HEADER) or answer.get("inputTextTokenCount")
+        tokens = int(counted) if str(counted).isdigit() else 0
+        return Embeddings([v for v in vectors if v is not None], Usage(prompt_tokens=tokens))
+
+    def _no_dimensions(self, model: str) -> LLMInvalidRequestError:
+        return LLMInvalidRequestError(
+            f"{self.spec.display_name} model '{model}' does not take `dimensions` (Amazon "
+            "Titan Text Embeddings v2 does: 256, 512 or 1024); send the request without it",
+            provider=self.spec.provider,
+        )
 
     # ── the request ──────────────────────────────────────────────────────────────
 
@@ -520,7 +597,7 @@ class BedrockWire(Wire):
             access = (
                 f", and access to model '{model}' must be granted in the Bedrock console "
                 f"(Model access) in {self.config.region}"
-                if operation.startswith("converse")
+                if operation.startswith(("converse", "invoke"))
                 else ""
             )
             return LLMConfigurationError(

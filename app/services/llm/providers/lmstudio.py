@@ -30,7 +30,10 @@ class LMStudioWire(OpenAIWire):
         context_length=True,
         loaded_state=True,
         tool_use_listed=True,
+        embeddings=True,
     )
+    # LM Studio's /v1/embeddings answers with the model's own size whatever is asked.
+    embedding_dimensions = False
 
     def api_key(self) -> str:
         """LMSTUDIO_API_KEY when LM Studio requires authentication; else a placeholder."""

@@ -1,4 +1,5 @@
-"""Ollama, spoken to with its native API (`/api/chat`, `/api/tags`, `/api/ps`, `/api/show`).
+"""Ollama, spoken to with its native API (`/api/chat`, `/api/embed`, `/api/tags`, `/api/ps`,
+`/api/show`).
 
 Not its OpenAI-compatible `/v1`: that one cannot set the context size (`num_ctx`) and sends
 temperature 1.0 when the caller asked for none. Replies stream as NDJSON, one JSON object
@@ -23,6 +24,8 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     StreamChunk,
@@ -38,7 +41,7 @@ from app.services.llm.providers.http import (
     read_bounded,
     seconds,
 )
-from app.services.llm.providers.wire import short_reason
+from app.services.llm.providers.wire import short_reason, vector_of
 from app.services.llm.tools import (
     MAX_TOOL_CALLS,
     call_names,
@@ -51,6 +54,7 @@ from app.services.llm.tools import (
 MAX_LINE = 1024 * 1024  # one NDJSON line of a stream; Ollama's are a token or two
 SHOW_LIMIT = 20  # `/api/show` calls per discovery (one per model, for its context length)
 SHOW_TIMEOUT = 10.0
+EMBEDDING_BATCH = 512  # texts per /api/embed: a slow machine's reply stays within the timeout
 
 
 class OllamaWire(HttpWire):
@@ -64,6 +68,7 @@ class OllamaWire(HttpWire):
         context_length=True,
         loaded_state=True,
         forced_tool_choice=False,
+        embeddings=True,
     )
 
     def __init__(self, spec: ProviderSpec, config: ProviderConfig) -> None:
@@ -230,6 +235,40 @@ class OllamaWire(HttpWire):
         return result
 
     # ── discovery ───────────────────────────────────────────────────────────
+
+    # ── embeddings ──────────────────────────────────────────────────────────
+
+    def embedding_batch(self, model: str) -> int:
+        """Texts per `/api/embed` call."""
+        return EMBEDDING_BATCH
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """`/api/embed` with the texts as `input`: `embeddings` in input order, the tokens
+        read as `prompt_eval_count`. `dimensions` goes to models that can shorten their
+        vectors (Ollama refuses it for the others)."""
+        body: dict[str, Any] = {"model": request.model, "input": list(request.texts)}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if self.num_ctx is not None:
+            body["options"] = {"num_ctx": self.num_ctx}
+        if self.keep_alive is not None:
+            body["keep_alive"] = _keep_alive(self.keep_alive)
+        response = await self._send(
+            "POST", "/api/embed", body, request.model, resend=not request.attempt
+        )
+        reply = self._object(await self.read(response))
+        listed = reply.get("embeddings")
+        vectors = [vector_of(item) for item in listed] if isinstance(listed, list) else []
+        if len(vectors) != len(request.texts) or any(v is None for v in vectors):
+            raise self.invalid_reply_error(
+                f"{len(vectors)} embeddings for {len(request.texts)} inputs, or one that is "
+                "not a list of numbers"
+            )
+        return Embeddings(
+            [v for v in vectors if v is not None],
+            usage=Usage(prompt_tokens=_int(reply.get("prompt_eval_count")) or 0),
+            model=_text(reply, "model"),
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """Downloaded models (`/api/tags`), whether each is loaded (`/api/ps`), and context
