@@ -494,6 +494,9 @@ def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
                 "source": effective.source,
                 "provider": effective.provider.value,
                 "models": {name.value: model for name, model in effective.models.items()},
+                "embedding_models": {
+                    name.value: model for name, model in effective.embedding_models.items()
+                },
                 "fallbacks": [
                     {"provider": entry.provider.value, "allow_cloud": entry.allow_cloud}
                     for entry in effective.fallbacks
@@ -503,6 +506,10 @@ def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
         return
     rows: list[list[object]] = [["provider", effective.provider.value]]
     rows += [[f"{name.value}_model", model] for name, model in effective.models.items()]
+    rows += [
+        [f"{name.value}_embedding_model", model]
+        for name, model in effective.embedding_models.items()
+    ]
     chain = [
         entry.provider.value + (" (cloud allowed)" if entry.allow_cloud else "")
         for entry in effective.fallbacks

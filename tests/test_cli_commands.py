@@ -387,7 +387,8 @@ def test_settings_json_has_stable_keys(cli_env: CliEnv) -> None:
     saved = invoke("settings", "--lmstudio-model", "codellama-7b", "--json")
     assert saved.exit_code == 0, saved.output
     shown = json.loads(saved.stdout)
-    assert set(shown) == {"source", "provider", "models", "fallbacks"}
+    assert set(shown) == {"source", "provider", "models", "embedding_models", "fallbacks"}
+    assert set(shown["embedding_models"]) == {p.value for p in PROVIDERS}
     assert shown["source"] == "database"
     assert shown["provider"] == "lmstudio"
     assert shown["models"]["lmstudio"] == "codellama-7b"
@@ -395,6 +396,7 @@ def test_settings_json_has_stable_keys(cli_env: CliEnv) -> None:
     plain = _tsv(invoke("settings").stdout)
     assert plain[0] == ["setting", "value"]
     assert ["lmstudio_model", "codellama-7b"] in plain
+    assert "lmstudio_embedding_model" in [row[0] for row in plain]
 
 
 def test_health_reports_every_provider_and_exits_by_the_active_one(cli_env: CliEnv) -> None:

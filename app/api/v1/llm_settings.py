@@ -105,12 +105,16 @@ async def _save(
             [{"loc": where, "msg": exc.message, "type": exc.kind}]
         ) from exc
     # Only the names this request sets are checked, after the save: it never waits on them.
-    named = {
-        provider: model
-        for provider in LLMProvider
-        if isinstance(model := getattr(changes, f"{provider.value}_model"), str)
-    }
+    named, embedders = (
+        {
+            provider: model
+            for provider in LLMProvider
+            if isinstance(model := getattr(changes, f"{provider.value}_{setting}"), str)
+        }
+        for setting in ("model", "embedding_model")
+    )
     warnings = saved.warnings + await model_name_warnings(named)
+    warnings += await model_name_warnings(embedders, setting="embedding_model")
     return _public(saved.effective, settings, warnings)
 
 
