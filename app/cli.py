@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from app.cli_support import (
     JsonFlag,
     checked_settings,
     first_error,
+    parse_moment,
     print_json,
     print_rows,
     run,
@@ -494,6 +494,9 @@ def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
                 "source": effective.source,
                 "provider": effective.provider.value,
                 "models": {name.value: model for name, model in effective.models.items()},
+                "embedding_models": {
+                    name.value: model for name, model in effective.embedding_models.items()
+                },
                 "fallbacks": [
                     {"provider": entry.provider.value, "allow_cloud": entry.allow_cloud}
                     for entry in effective.fallbacks
@@ -503,6 +506,10 @@ def _print_settings(effective: EffectiveLLMSettings, json_output: bool) -> None:
         return
     rows: list[list[object]] = [["provider", effective.provider.value]]
     rows += [[f"{name.value}_model", model] for name, model in effective.models.items()]
+    rows += [
+        [f"{name.value}_embedding_model", model]
+        for name, model in effective.embedding_models.items()
+    ]
     chain = [
         entry.provider.value + (" (cloud allowed)" if entry.allow_cloud else "")
         for entry in effective.fallbacks
@@ -559,18 +566,6 @@ def health(json_output: JsonFlag = False) -> None:
 UsageGroupOption = Literal["day", "user", "api_key", "provider", "model"]
 
 
-def _moment(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            "expected an ISO 8601 date or time, e.g. 2026-11-30 or 2026-11-30T12:00:00Z",
-            param_hint=f"'{option}'",
-        ) from None
-
-
 @cli.command()
 def usage(
     group_by: Annotated[
@@ -588,7 +583,7 @@ def usage(
     """LLM usage of every user from the ledger.
 
     Requests, tokens, errors and cost per group, with totals (at most 366 days)."""
-    start, end = _moment(since, "--since"), _moment(until, "--until")
+    start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
 
     async def work() -> None:
         from app.core.db import get_sessionmaker

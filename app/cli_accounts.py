@@ -12,6 +12,7 @@ import typer
 from app.cli_support import (
     CommandError,
     JsonFlag,
+    parse_expiry,
     print_json,
     print_rows,
     run,
@@ -205,6 +206,14 @@ def _key_fields(row: ApiKey) -> dict[str, Any]:
 def keys_create(
     email: Annotated[str, typer.Argument(help="Whose key (the key acts as them)")],
     name: Annotated[str, typer.Option(help="What the key is for")],
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="When the key stops working: a duration from now (12h, 30d, 8w) or an ISO "
+            "8601 date or time (UTC unless it names a zone); at most 5 years ahead. "
+            "Default: never"
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Issue an API key and print it.
@@ -212,7 +221,8 @@ def keys_create(
     It is shown this once: only its hash is stored."""
     from app.models import ApiKeyCreate
 
-    key_in = validated(ApiKeyCreate, {"name": name})
+    expires_at = parse_expiry(expires, "--expires")
+    key_in = validated(ApiKeyCreate, {"name": name, "expires_at": expires_at})
 
     async def work() -> tuple[str, ApiKey, str]:
         from app.core.db import get_sessionmaker
@@ -230,8 +240,13 @@ def keys_create(
         print_json({"user": owner, "api_key": _key_fields(row) | {"key": key}})
     else:
         sys.stdout.write(key + "\n")
+    until = (
+        f"expires {row.expires_at.isoformat(timespec='seconds')}"
+        if row.expires_at
+        else "never expires"
+    )
     stderr().print(
-        f"API key {row.name!r} ({row.id}) for {owner}: store it now, it is not shown again"
+        f"API key {row.name!r} ({row.id}) for {owner}, {until}: store it now, it is not shown again"
     )
 
 
@@ -256,8 +271,20 @@ def keys_list(
     if json_output:
         print_json({"user": owner, "api_keys": [_key_fields(row) for row in rows]})
         return
-    table = [[row.id, row.name, row.prefix, row.created_at, row.revoked_at] for row in rows]
-    print_rows(["id", "name", "prefix", "created", "revoked"], table, title=f"API keys of {owner}")
+    table = [
+        [
+            row.id,
+            row.name,
+            row.prefix,
+            row.created_at,
+            row.revoked_at,
+            row.expires_at,
+            row.last_used_at,
+        ]
+        for row in rows
+    ]
+    columns = ["id", "name", "prefix", "created", "revoked", "expires", "last used"]
+    print_rows(columns, table, title=f"API keys of {owner}")
 
 
 @keys_cli.command("revoke")

@@ -7,11 +7,12 @@ Only typer and the standard library are imported up front; the rest when a comma
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -274,3 +275,38 @@ def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
         return model.model_validate(values)
     except ValidationError as exc:
         raise typer.BadParameter(first_error(exc)) from None
+
+
+def parse_moment(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time given to `option` (None stays None); a usage error otherwise."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            "expected an ISO 8601 date or time, e.g. 2026-11-30 or 2026-11-30T12:00:00Z",
+            param_hint=f"'{option}'",
+        ) from None
+
+
+_DURATION = re.compile(r"(\d{1,6})([hdw])")
+_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(value: str | None, option: str, *, now: datetime | None = None) -> datetime | None:
+    """When something given as `option` ends: a duration from now (`12h`, `30d`, `8w`) or an
+    ISO 8601 date or time (UTC unless it names a zone). Whether that is acceptable (in the
+    future, not too far) is for the model the value goes into."""
+    if value is None:
+        return None
+    duration = _DURATION.fullmatch(value.strip().lower())
+    if duration is None:
+        moment = parse_moment(value.strip(), option)
+        assert moment is not None
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    amount, unit = duration.groups()
+    try:
+        return (now or datetime.now(UTC)) + timedelta(**{_UNITS[unit]: int(amount)})
+    except OverflowError:
+        raise typer.BadParameter("too far ahead", param_hint=f"'{option}'") from None

@@ -16,6 +16,7 @@ from app.api.docs_page import mount_api_docs
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.openai_compat import router as openai_router
+from app.api.openai_embeddings import router as embeddings_router
 from app.api.shutdown import drain_on_sigterm
 from app.api.v1 import api_router
 from app.api.v1.llm import router as llm_router
@@ -107,6 +108,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(api_router)
     app.include_router(openai_router)
+    app.include_router(embeddings_router)
     mount_admin_page(app)
     mount_api_docs(app)
     if settings.metrics_enabled:

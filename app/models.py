@@ -289,14 +289,22 @@ ModelName = Annotated[
 
 
 class ProviderModels(SQLModel):
-    """Each provider's model, one `<provider>_model` field per provider: the one place they
-    are named for the table and the API (a new provider adds its field here, and a column)."""
+    """Each provider's model, one `<provider>_model` field per provider, and its embedding
+    model (`<provider>_embedding_model`): the one place they are named for the table and the
+    API (a new provider adds its fields here, and columns)."""
 
     lmstudio_model: ModelName | None = Field(default=None, max_length=200)
     openai_model: ModelName | None = Field(default=None, max_length=200)
     openrouter_model: ModelName | None = Field(default=None, max_length=200)
     ollama_model: ModelName | None = Field(default=None, max_length=200)
     bedrock_model: ModelName | None = Field(default=None, max_length=200)
+    # The model `embed()` and POST /v1/embeddings use (`"default"`): a setting of its own,
+    # since a chat model does not embed and an embedding model does not chat.
+    lmstudio_embedding_model: ModelName | None = Field(default=None, max_length=200)
+    openai_embedding_model: ModelName | None = Field(default=None, max_length=200)
+    openrouter_embedding_model: ModelName | None = Field(default=None, max_length=200)
+    ollama_embedding_model: ModelName | None = Field(default=None, max_length=200)
+    bedrock_embedding_model: ModelName | None = Field(default=None, max_length=200)
 
 
 def _provider_shorthand(value: Any) -> Any:
@@ -458,7 +466,7 @@ class UsageEntryBase(SQLModel):
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp(), index=True)
     user_id: uuid.UUID | None = None
     api_key_id: uuid.UUID | None = None
-    kind: str = Field(max_length=16)  # text | structured | stream
+    kind: str = Field(max_length=16)  # text, structured, stream, json, tools, embedding, …
     provider: str = Field(max_length=32)
     model: str = Field(max_length=200)
     outcome: str = Field(max_length=64)  # ok | an error kind | cancelled

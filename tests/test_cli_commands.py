@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from app.cli import cli
 from app.core.config import Settings, set_settings
 from app.core.db import dispose_engine, get_sessionmaker
 from app.services.api_keys import user_for_api_key
+from app.services.key_usage import KeyUsage
 from app.services.llm import PROVIDERS, clear_discovery_cache
 from app.services.llm.settings import invalidate_cache
 from app.services.llm.structured import forget_modes
@@ -242,7 +244,7 @@ def test_api_keys_create_list_and_revoke(cli_env: CliEnv) -> None:
     assert run_async(lambda: owner(second["api_key"]["key"])) == "ci@example.com"
 
     plain = _tsv(invoke("api-keys", "list", "ci@example.com").stdout)
-    assert plain[0] == ["id", "name", "prefix", "created", "revoked"]
+    assert plain[0] == ["id", "name", "prefix", "created", "revoked", "expires", "last used"]
     assert [row[1] for row in plain[1:]] == ["second", "deploy bot"]
     assert plain[1][4] == ""
     assert plain[2][4] != ""
@@ -259,6 +261,67 @@ def test_api_keys_create_list_and_revoke(cli_env: CliEnv) -> None:
     assert inactive.exit_code == 1
     assert "is inactive" in inactive.stderr
     assert run_async(lambda: owner(second["api_key"]["key"])) is None  # revoked with the user
+
+
+def test_api_keys_expire_when_told_and_list_expiry_and_last_use(cli_env: CliEnv) -> None:
+    assert (
+        invoke("users", "create", "exp@example.com", "--password", "exp-password-1").exit_code == 0
+    )
+
+    def create(name: str, expires: str) -> dict[str, Any]:
+        result = invoke(
+            "api-keys", "create", "exp@example.com", "--name", name, "--expires", expires, "--json"
+        )
+        assert result.exit_code == 0, result.output
+        assert "expires 20" in result.stderr
+        key: dict[str, Any] = json.loads(result.stdout)["api_key"]
+        return key
+
+    before = datetime.now(UTC)
+    month = create("month", "30d")
+    expires = datetime.fromisoformat(month["expires_at"])
+    assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
+    day = create("day", " 12H ")
+    assert datetime.fromisoformat(day["expires_at"]) - before < timedelta(hours=12, minutes=1)
+    zoned = create("zoned", "2030-01-02T03:04:05+02:00")
+    assert datetime.fromisoformat(zoned["expires_at"]) == datetime(2030, 1, 2, 1, 4, 5, tzinfo=UTC)
+    dated = create("dated", "2030-01-02")  # a date: its midnight, UTC
+    assert datetime.fromisoformat(dated["expires_at"]) == datetime(2030, 1, 2, tzinfo=UTC)
+    never = invoke("api-keys", "create", "exp@example.com", "--name", "forever")
+    assert "never expires" in never.stderr
+
+    for bad, says in (
+        ("soon", "ISO 8601"),
+        ("30x", "ISO 8601"),
+        ("2020-01-01", "must be in the future"),
+        ("0d", "must be in the future"),
+        ("2000d", "5 years"),
+        ("999999w", "too far ahead"),
+        ("1" * 50 + "d", "ISO 8601"),
+    ):
+        refused = invoke("api-keys", "create", "exp@example.com", "--name", "bad", "--expires", bad)
+        assert refused.exit_code == 2, (bad, refused.output)
+        assert says in refused.stderr, (bad, refused.stderr)
+    names = [
+        k["name"]
+        for k in json.loads(invoke("api-keys", "list", "exp@example.com", "--json").stdout)[
+            "api_keys"
+        ]
+    ]
+    assert "bad" not in names
+
+    async def use(key_id: str) -> None:  # what authenticating with the key notes
+        usage = KeyUsage()
+        usage.used(uuid.UUID(key_id))
+        await usage.drain()
+
+    run_async(lambda: use(month["id"]))
+    plain = _tsv(invoke("api-keys", "list", "exp@example.com").stdout)
+    rows = {row[1]: dict(zip(plain[0], row, strict=True)) for row in plain[1:]}
+    assert rows["month"]["expires"] == expires.isoformat(timespec="seconds")
+    assert rows["month"]["last used"].startswith(str(datetime.now(UTC).year))
+    assert rows["forever"]["expires"] == rows["forever"]["last used"] == ""
+    assert rows["dated"]["expires"] == "2030-01-02T00:00:00+00:00"
 
 
 def test_audit_shows_what_the_commands_changed(cli_env: CliEnv) -> None:
@@ -324,7 +387,8 @@ def test_settings_json_has_stable_keys(cli_env: CliEnv) -> None:
     saved = invoke("settings", "--lmstudio-model", "codellama-7b", "--json")
     assert saved.exit_code == 0, saved.output
     shown = json.loads(saved.stdout)
-    assert set(shown) == {"source", "provider", "models", "fallbacks"}
+    assert set(shown) == {"source", "provider", "models", "embedding_models", "fallbacks"}
+    assert set(shown["embedding_models"]) == {p.value for p in PROVIDERS}
     assert shown["source"] == "database"
     assert shown["provider"] == "lmstudio"
     assert shown["models"]["lmstudio"] == "codellama-7b"
@@ -332,6 +396,7 @@ def test_settings_json_has_stable_keys(cli_env: CliEnv) -> None:
     plain = _tsv(invoke("settings").stdout)
     assert plain[0] == ["setting", "value"]
     assert ["lmstudio_model", "codellama-7b"] in plain
+    assert "lmstudio_embedding_model" in [row[0] for row in plain]
 
 
 def test_health_reports_every_provider_and_exits_by_the_active_one(cli_env: CliEnv) -> None:

@@ -39,7 +39,7 @@ from app.core.config import DEFAULT_SUPERUSER_PASSWORD, Settings
 from app.core.db import create_engine
 from app.core.migrate import upgrade
 from tests.conftest import free_port
-from tests.upstream import StandInServer, unused_url
+from tests.upstream import DEFAULT_MODELS, StandInServer, unused_url
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -49,6 +49,7 @@ PARSED_ONLY = {"yaml": "yaml", "yml": "yaml", "json": "json"}
 SETTINGS_NAMES = {name.upper() for name in Settings.model_fields}
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
 BLOCK_TIMEOUT = 60
+README_EMBEDDING_MODEL = "text-embedding-nomic-embed-text-v1.5"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<kind>[\w-]+)\s*:?\s*(?P<reason>.*?)\s*-->\s*$")
@@ -338,6 +339,8 @@ def test_the_examples_run_in_order(
     document: Path, project: Project, upstream: StandInServer, tmp_path: Path
 ) -> None:
     blocks = [b for b in extract_blocks(document) if b.runs]
+    # The embedding model the README saves is loaded in the stand-in, as in LM Studio.
+    upstream.set_models([*DEFAULT_MODELS, README_EMBEDDING_MODEL])
     # Only .env names LM Studio (the stand-in): Python examples that reach it read .env, as
     # the server does.
     assert not any(key.upper().startswith("LMSTUDIO_") for key in project.env)
@@ -352,6 +355,8 @@ def test_the_examples_run_in_order(
             for leak in ("nclosed", "ResourceWarning", "was deleted before being closed"):
                 assert leak not in done.stderr, _report(block, done, f"left {leak!r} on stderr")
     assert upstream.chat_requests, "the examples should have reached LM Studio (the stand-in)"
+    if document.name == "README.md":
+        assert upstream.embeddings_requests, "the embedding examples should have reached it"
 
 
 # ── the login one-liner ──────────────────────────────────────────────────────

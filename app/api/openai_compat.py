@@ -12,6 +12,7 @@ configured provider. Errors come in OpenAI's shape: `{"error": {"message", "type
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sse_starlette import ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -31,18 +32,30 @@ from app.core.config import LLMProvider
 from app.models import ModelName
 from app.services.llm import (
     PROVIDERS,
+    Completion,
     LLMError,
     LLMServiceResult,
     StreamChunk,
+    ToolCallDelta,
+    UnsafeSchemaError,
     Usage,
     check_size,
     discover_models,
     discovery_service,
     get_llm_service_with_overrides,
+    guard_schema_off_loop,
     load_effective_settings,
 )
-from app.services.llm.ledger import Caller, current_caller
+from app.services.llm.ledger import Caller, current_caller, set_json_reply
 from app.services.llm.policy import may_call
+from app.services.llm.tools import (
+    CALL_ID_PATTERN,
+    MAX_ARGUMENTS,
+    MAX_DESCRIPTION,
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
+    NAME_PATTERN,
+)
 
 PREFIX = "/v1"
 router = APIRouter(
@@ -50,11 +63,60 @@ router = APIRouter(
 )
 
 
+class CalledFunction(BaseModel):
+    """The function of a tool call the model made, as the client sends the call back."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    arguments: str = Field(max_length=MAX_ARGUMENTS)
+
+
+class SentToolCall(BaseModel):
+    """One of an assistant message's `tool_calls`, sent back in the conversation."""
+
+    id: str = Field(pattern=CALL_ID_PATTERN)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[SentToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(default=None, pattern=CALL_ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a `tool` message needs the `tool_call_id` it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an `assistant` message carries `tool_calls`")
+        return self
+
+
+class FunctionSpec(BaseModel):
+    """A tool's function: its name, what it does, and the JSON Schema of its arguments."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+    parameters: dict[str, Any] | None = None
+    """Checked by the schema guard in the route (`_unsafe_parameters`), size included."""
+    strict: bool | None = None
+
+
+class ToolSpec(BaseModel):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -112,12 +174,28 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    tools: list[ToolSpec] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: two tools have the same function name")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice: only allowed when `tools` are sent")
+        if isinstance(self.tool_choice, NamedToolChoice) and (
+            self.tool_choice.function.name not in names
+        ):
+            raise ValueError("tool_choice: names a function that is not among `tools`")
+        return self
 
 
 _FORMATS = ("text", "json_object", "json_schema")
 
 # Fields whose meaning this gateway cannot honour: refusing them beats a silently wrong answer.
-UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "audio")
+# `functions` / `function_call` are OpenAI's deprecated forms of `tools` / `tool_choice`.
+UNSUPPORTED = ("functions", "function_call", "logprobs", "audio")
 
 
 def _unsupported(body: ChatCompletionRequest) -> str | None:
@@ -125,6 +203,8 @@ def _unsupported(body: ChatCompletionRequest) -> str | None:
     asked = [name for name in UNSUPPORTED if extra.get(name) not in (None, False, [])]
     if extra.get("n") not in (None, 1):
         asked.append("n")
+    if extra.get("parallel_tool_calls") is False:  # true is what every provider does anyway
+        asked.append("parallel_tool_calls: false")
     return ", ".join(asked) or None
 
 
@@ -146,15 +226,21 @@ PROVIDER_NAMES = frozenset(p.value for p in PROVIDERS)
 LIST_DEADLINE = 3.0
 
 
-async def _resolve(name: str | None) -> LLMServiceResult:
-    """The one rule for a requested model name (see the module's docstring)."""
+def provider_and_model(name: str | None) -> tuple[str | None, str | None]:
+    """The one rule for a requested model name (see the module's docstring): the provider
+    and model it names, None for what the settings decide."""
     if name is None or name == "default":
-        return await get_llm_service_with_overrides()
+        return None, None
     first, slash, rest = name.partition("/")
     if slash and first in PROVIDER_NAMES:
         # "lmstudio/" (nothing after the provider) is that provider's configured model.
-        return await get_llm_service_with_overrides(first, rest or None)
-    return await get_llm_service_with_overrides(None, name)
+        return first, rest or None
+    return None, name
+
+
+async def _resolve(name: str | None) -> LLMServiceResult:
+    provider, model = provider_and_model(name)
+    return await get_llm_service_with_overrides(provider, model)
 
 
 def _response_format(
@@ -183,7 +269,7 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """`default`, the active provider's models as `<provider>/<id>`, then each provider's
-    configured model.
+    configured model, then each provider's configured embedding model.
 
     When the active provider cannot list its models, the answer is still 200 with what is
     configured, and `provider_errors` says why the rest is missing. Clients read this list
@@ -210,6 +296,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             kind = "llm_timeout_error"
         errors.append({"provider": active.value, "message": message, "type": kind})
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
+    ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.embedding_model_for(p))]
     if (caller := current_caller()) is not None and caller.scopes:
         ids = _callable(ids, caller, active.value, effective.model_for(active))
     body: dict[str, Any] = {
@@ -251,7 +338,11 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
             "invalid_request_error",
             "max_tokens_too_large",
         )
+    if (unsafe := await _unsafe_parameters(body.tools)) is not None:
+        return unsafe
     chosen = await _resolve(body.model)
+    if body.response_format is not None and body.response_format.type != "text":
+        set_json_reply()  # the usage ledger's kind: json, json_stream
     service = chosen.service
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     params: dict[str, Any] = {
@@ -261,6 +352,9 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
         "seed": body.seed,
         "stop": body.stop,
     }
+    if body.tools:
+        params["tools"] = [tool.model_dump(exclude_none=True) for tool in body.tools]
+        params["tool_choice"] = _dumped(body.tool_choice)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model_name = f"{chosen.provider.value}/{chosen.model}"
@@ -274,7 +368,7 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": completion.text},
+                    "message": _message(completion),
                     "finish_reason": completion.finish_reason,
                     "logprobs": None,
                 }
@@ -299,6 +393,9 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
         frame["model"] = _answered_by(chunk.provider, chunk.model) or frame["model"]
         if chunk.text:
             yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
+        if chunk.tool_calls:
+            delta = {"tool_calls": [_call_delta(call) for call in chunk.tool_calls]}
+            yield event([{"index": 0, "delta": delta, "finish_reason": None}])
         if chunk.finish_reason is not None:
             yield event([{"index": 0, "delta": {}, "finish_reason": chunk.finish_reason}])
             if include_usage:
@@ -319,6 +416,75 @@ async def chat_completions(body: ChatCompletionRequest, settings: SettingsDep) -
         closing=[ServerSentEvent("[DONE]")],
         sep="\n",
     )
+
+
+# Agents send the same tools with every turn: the verdicts on the last sets of parameters
+# schemas, keyed by a digest of them (a key of bounded size, whatever the schemas' size).
+# Guarding 10 small schemas one by one cost ~190 µs a request, a remembered set ~5 µs.
+RECENT_TOOLSETS = 256
+_toolsets: dict[bytes, tuple[str, str] | None] = {}
+
+
+async def _unsafe_parameters(tools: list[ToolSpec] | None) -> JSONResponse | None:
+    """A 400 naming the first tool whose parameters schema the guard refuses (too large or
+    deep, remote `$ref`, cycles, catastrophic patterns): the upstream compiles it."""
+    if not tools:
+        return None
+    schemas = [tool.function.parameters for tool in tools]
+    key = hashlib.blake2b(orjson.dumps(schemas), digest_size=16).digest()
+    if key in _toolsets:
+        verdict = _toolsets.pop(key)
+    else:
+        verdict = await _guarded(schemas)
+    _toolsets[key] = verdict  # most recent last
+    if len(_toolsets) > RECENT_TOOLSETS:
+        del _toolsets[next(iter(_toolsets))]
+    if verdict is None:
+        return None
+    where, reason = verdict
+    return openai_error(400, f"{where}: {reason}", "invalid_request_error", param=where)
+
+
+async def _guarded(schemas: list[dict[str, Any] | None]) -> tuple[str, str] | None:
+    """Where and why the first unsafe schema is refused, or None when all pass."""
+    for index, schema in enumerate(schemas):
+        if schema is None:
+            continue
+        try:
+            await guard_schema_off_loop(schema)
+        except UnsafeSchemaError as exc:
+            return f"tools.{index}.function.parameters", str(exc)
+    return None
+
+
+def _dumped(choice: str | NamedToolChoice | None) -> str | dict[str, Any] | None:
+    return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+
+def _message(completion: Completion) -> dict[str, Any]:
+    """The reply's `message`: its text, and the tool calls when the model asked for any
+    (OpenAI then sends `content: null` unless the model also wrote text)."""
+    if not completion.tool_calls:
+        return {"role": "assistant", "content": completion.text}
+    return {
+        "role": "assistant",
+        "content": completion.text or None,
+        "tool_calls": [call.as_openai() for call in completion.tool_calls],
+    }
+
+
+def _call_delta(call: ToolCallDelta) -> dict[str, Any]:
+    """A streamed tool call's piece as OpenAI streams it: id, type and name on its first."""
+    delta: dict[str, Any] = {"index": call.index}
+    function: dict[str, str] = {}
+    if call.id is not None:
+        delta["id"] = call.id
+        delta["type"] = "function"
+    if call.name is not None:
+        function["name"] = call.name
+    function["arguments"] = call.arguments
+    delta["function"] = function
+    return delta
 
 
 def _answered_by(provider: str, model: str) -> str | None:

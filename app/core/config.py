@@ -75,17 +75,20 @@ class Settings(BaseSettings):
     llm_provider: LLMProvider = LLMProvider.LMSTUDIO
     lmstudio_base_url: BaseURL = "http://localhost:1234/v1"
     lmstudio_model: str | None = None
+    lmstudio_embedding_model: str | None = None
     lmstudio_timeout: int = Field(default=60, ge=1, le=3600)
     lmstudio_max_retries: int = Field(default=3, ge=0, le=10)
     lmstudio_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: BaseURL = "https://api.openai.com/v1"
     openai_model: str | None = None
+    openai_embedding_model: str | None = None
     openai_timeout: int = Field(default=60, ge=1, le=3600)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
     openrouter_api_key: SecretStr | None = None
     openrouter_base_url: BaseURL = "https://openrouter.ai/api/v1"
     openrouter_model: str | None = None
+    openrouter_embedding_model: str | None = None
     openrouter_timeout: int = Field(default=60, ge=1, le=3600)
     openrouter_max_retries: int = Field(default=3, ge=0, le=10)
     # Sent as OpenRouter's attribution headers (HTTP-Referer, X-Title) when set.
@@ -93,11 +96,13 @@ class Settings(BaseSettings):
     openrouter_app_title: str | None = Field(default=None, max_length=200)
     ollama_base_url: BaseURL = "http://localhost:11434"
     ollama_model: str | None = None
+    ollama_embedding_model: str | None = None
     ollama_timeout: int = Field(default=60, ge=1, le=3600)
     ollama_max_retries: int = Field(default=3, ge=0, le=10)
     ollama_num_ctx: int | None = Field(default=None, ge=256, le=1_048_576)
     ollama_keep_alive: str | None = Field(default=None, max_length=20)
     bedrock_model: str | None = None
+    bedrock_embedding_model: str | None = None
     aws_region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
     # One URL for the runtime and the control plane (a VPC endpoint, or a test's stand-in).
     bedrock_endpoint_url: BaseURL | None = None
@@ -147,6 +152,11 @@ class Settings(BaseSettings):
         "openrouter_model",
         "ollama_model",
         "bedrock_model",
+        "lmstudio_embedding_model",
+        "openai_embedding_model",
+        "openrouter_embedding_model",
+        "ollama_embedding_model",
+        "bedrock_embedding_model",
         "lmstudio_api_key",
         "openai_api_key",
         "openrouter_api_key",

@@ -147,7 +147,7 @@ async def test_metrics_count_facade_calls(
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
     ],

@@ -78,3 +78,40 @@ async def test_0005_adds_the_provider_columns_to_an_existing_row(
         assert kept == ("kept-model",)
     finally:
         await engine.dispose()
+
+
+async def test_0009_adds_the_embedding_model_columns_to_an_existing_row(
+    scratch_databases: ScratchDatabases,
+) -> None:
+    url = await scratch_databases.new()
+    engine = create_engine(url)
+    columns = [f"{p}_embedding_model" for p in ("lmstudio", "openai", "openrouter", "ollama")]
+    columns.append("bedrock_embedding_model")
+    try:
+        await upgrade("0007", engine=engine)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO llmsettings (id, provider, lmstudio_model, version, updated_at) "
+                    "VALUES (1, 'lmstudio', 'kept-model', 3, CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade("0009", engine=engine)
+        async with engine.begin() as conn:
+            row = sa.table("llmsettings", *(sa.column(name) for name in columns))
+            saved = await conn.execute(sa.select(*row.c))
+            assert saved.one() == (None,) * 5
+            await conn.execute(
+                sa.text("UPDATE llmsettings SET bedrock_embedding_model = :m"), {"m": "x" * 200}
+            )
+
+        await downgrade("0007", engine=engine)
+        async with engine.connect() as conn:
+            left = await conn.run_sync(
+                lambda c: {col["name"] for col in sa.inspect(c).get_columns("llmsettings")}
+            )
+            kept = (await conn.execute(sa.text("SELECT lmstudio_model FROM llmsettings"))).one()
+        assert left.isdisjoint(columns)
+        assert kept == ("kept-model",)
+    finally:
+        await engine.dispose()

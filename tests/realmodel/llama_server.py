@@ -165,11 +165,15 @@ class LlamaServer:
         temperature: float | None = None,
         verbosity: int = 1,
         startup_timeout: float = 60.0,
+        embeddings: bool = False,
     ) -> None:
         """Configure the server; nothing starts before :meth:`start`.
 
-        ``port=0`` picks a free port. ``verbosity`` is llama.cpp's log threshold on stderr:
-        1 errors only, 2 also warnings, 3 also info (per-request timings).
+        ``port=0`` picks a free port. ``embeddings`` also serves ``/v1/embeddings``: the
+        mean of the model's last hidden states over the input's tokens (a chat model's
+        vectors, not a trained embedding model's, but computed by llama.cpp for real).
+        ``verbosity`` is llama.cpp's log threshold on stderr: 1 errors only, 2 also
+        warnings, 3 also info (per-request timings).
         """
         self.model = model
         self.gguf_path = gguf_path
@@ -182,6 +186,7 @@ class LlamaServer:
         self.temperature = temperature
         self.verbosity = verbosity
         self.startup_timeout = startup_timeout
+        self.embeddings = embeddings
         self.startup_seconds: float | None = None
         self._server: Any = None
         self._root_url: str | None = None
@@ -209,6 +214,9 @@ class LlamaServer:
         params.sampling.seed = self.seed
         if self.temperature is not None:
             params.sampling.temp = self.temperature
+        if self.embeddings:
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
 
         began = time.perf_counter()
         try:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, SecretStr
+from sqlalchemy import insert
 from sqlmodel import col, select
 
 from app.core.config import LLMProvider
-from app.core.db import get_sessionmaker
+from app.core.db import get_engine, get_sessionmaker
 from app.models import UsageEntry
 from app.services import usage_ledger
 from app.services.llm import FallbackService, LMStudioConfig, OpenRouterConfig, ProviderService
@@ -189,3 +193,78 @@ async def test_a_flush_writes_what_was_buffered_not_what_keeps_arriving(llm_env:
     assert await writer.flush() == 3
     assert inserts == [3]  # one INSERT; the newcomer waits for the next flush
     assert writer.pending() == 1
+
+
+@pytest.mark.parametrize("scratch_databases", ["sqlite"], indirect=True)
+async def test_sqlite_rows_are_stored_exactly_as_sqlalchemy_stores_them(llm_env: LLMEnv) -> None:
+    """The writer binds SQLite's values itself (cheaper than SQLAlchemy's per-row
+    processing): they must be what SQLAlchemy would have written, which reports compare
+    and group as text."""
+    model = f"format-{uuid.uuid4().hex[:8]}"
+    entries: list[LedgerEntry] = [
+        (
+            time.time(),
+            uuid.uuid4().int,
+            uuid.uuid4().int,
+            "text",
+            "lmstudio",
+            model,
+            "ok",
+            3,
+            4,
+            12.34567,
+            0.25,
+        ),
+        (
+            1767225600.0,
+            None,
+            None,
+            "json_stream",
+            "openrouter",
+            model,
+            "cancelled",
+            0,
+            0,
+            0.0,
+            None,
+        ),  # a whole second: SQLAlchemy still writes the microseconds
+        (
+            1767225600.000001,
+            1,
+            None,
+            "k" * 20,
+            "p" * 40,
+            model + "m" * 300,
+            "o" * 70,
+            1,
+            2,
+            1e-4,
+            1e-9,
+        ),  # what the columns cannot hold is cut to fit
+    ]
+    async with get_engine().connect() as connection:
+        await connection.execute(insert(UsageEntry), [usage_ledger._row(e) for e in entries])
+        await connection.commit()
+    writer = UsageWriter()
+    writer._rows.extend(entries)
+    assert await writer.flush() == len(entries)
+    async with get_engine().connect() as connection:
+        raw = (
+            await connection.exec_driver_sql(
+                "SELECT created_at, user_id, api_key_id, kind, provider, model, outcome, "
+                "prompt_tokens, completion_tokens, latency_ms, cost, typeof(created_at), "
+                "typeof(latency_ms) FROM usage WHERE model LIKE ? ORDER BY id",
+                (f"{model}%",),
+            )
+        ).all()
+    by_sqlalchemy, by_writer = raw[: len(entries)], raw[len(entries) :]
+    assert by_writer == by_sqlalchemy
+    assert by_writer[1][0] == "2026-01-01 00:00:00.000000"
+
+
+async def test_the_buffered_gauge_reads_the_buffer(llm_env: LLMEnv) -> None:
+    await usage_writer.stop()
+    usage_writer._rows.extend(CallRecord("text").entry() for _ in range(3))
+    assert REGISTRY.get_sample_value("usage_rows_buffered") == usage_writer.pending() == 3
+    await usage_writer.flush()
+    assert REGISTRY.get_sample_value("usage_rows_buffered") == 0

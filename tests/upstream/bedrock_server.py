@@ -8,6 +8,10 @@ Bedrock's wire as botocore does (rest-json, protocol of both services' models):
   binary frames (``encode_event``), the events ``messageStart``, ``contentBlockStart``,
   ``contentBlockDelta``, ``contentBlockStop``, ``messageStop``, ``metadata``, and exception
   events (``:message-type: exception``);
+- ``POST /model/{modelId}/invoke``: InvokeModel for embedding models, in each family's body
+  (Amazon Titan: ``inputText``, ``dimensions`` for v2 → ``embedding``,
+  ``inputTextTokenCount``; Cohere Embed: ``texts`` (at most 96), ``input_type`` →
+  ``embeddings``), the tokens in ``X-Amzn-Bedrock-Input-Token-Count``;
 - ``GET /foundation-models`` (ListFoundationModels) and ``GET /inference-profiles``
   (ListInferenceProfiles, paginated with ``nextToken``);
 - errors as AWS JSON errors: the ``x-amzn-ErrorType`` header, ``{"message": ...}`` and the
@@ -42,9 +46,11 @@ from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 
+from . import embedding
 from .completion import split_tokens
 from .schema_gen import example_for_schema
 from .threaded import ThreadedApp
+from .tool_use import plan_tool_call, tool_result_text
 
 __all__ = [
     "ACCESS_KEY",
@@ -59,7 +65,7 @@ __all__ = [
     "encode_event",
 ]
 
-Route: TypeAlias = Literal["converse", "models", "profiles", "any"]
+Route: TypeAlias = Literal["converse", "invoke", "models", "profiles", "any"]
 
 ACCESS_KEY = "AKIASTANDIN000000001"
 SECRET_KEY = "stand-in-secret-access-key-0000000000000"
@@ -186,7 +192,7 @@ class RecordedRequest:
     """Header names in lower case."""
     json: Any
     route: str
-    """``"converse"``, ``"models"``, ``"profiles"`` or ``"other"``."""
+    """``"converse"``, ``"invoke"``, ``"models"``, ``"profiles"`` or ``"other"``."""
     at: float
 
     @property
@@ -207,6 +213,7 @@ class _Script:
     times: int | None
     text: str = ""
     tool_input: Any = None
+    tool_name: str | None = None
     stop_reason: str = "end_turn"
     code: str = ""
     message: str = ""
@@ -261,6 +268,7 @@ class BedrockStandIn(ThreadedApp):
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse)
+        app.router.add_post("/model/{model_id}/invoke", self._invoke)
         app.router.add_get("/foundation-models", self._foundation_models)
         app.router.add_get("/inference-profiles", self._inference_profiles)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -280,10 +288,20 @@ class BedrockStandIn(ThreadedApp):
             _Script("reply", "converse", times, text=text, stop_reason=stop_reason, delay=delay)
         )
 
-    def reply_tool(self, tool_input: Any, *, times: int | None = 1) -> None:
-        """Answer with a toolUse block of the forced tool whose input is this value."""
+    def reply_tool(
+        self, tool_input: Any, *, times: int | None = 1, name: str | None = None
+    ) -> None:
+        """Answer with a toolUse block of the forced tool (or of the tool `name`, valid or
+        not) whose input is this value."""
         self._push(
-            _Script("tool", "converse", times, tool_input=tool_input, stop_reason="tool_use")
+            _Script(
+                "tool",
+                "converse",
+                times,
+                tool_input=tool_input,
+                tool_name=name,
+                stop_reason="tool_use",
+            )
         )
 
     def fail(
@@ -361,6 +379,11 @@ class BedrockStandIn(ThreadedApp):
         """Every request received, in arrival order."""
         with self._lock:
             return list(self._records)
+
+    @property
+    def invoke_requests(self) -> list[RecordedRequest]:
+        """The InvokeModel calls (embeddings)."""
+        return [r for r in self.requests if r.route == "invoke"]
 
     @property
     def converse_requests(self) -> list[RecordedRequest]:
@@ -464,6 +487,8 @@ class BedrockStandIn(ThreadedApp):
             return _error(script.code, script.message, script.status, script.headers)
         if script is not None and script.delay and script.kind != "stall":
             await asyncio.sleep(script.delay)
+        if script is None and (refusal := _invalid_conversation(body)) is not None:
+            return _error("ValidationException", refusal)
         reply = _Reply.of(body, script)
         if not streaming:
             if script is not None and script.kind == "cut":
@@ -473,6 +498,19 @@ class BedrockStandIn(ThreadedApp):
                 await asyncio.sleep(script.delay)
             return web.json_response(reply.converse())
         return await self._stream(request, reply, script)
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        """InvokeModel for Titan and Cohere embedding models (others: ValidationException)."""
+        body = await request.json()
+        model_id = request.match_info["model_id"]
+        script = self._take("invoke")
+        if script is not None and script.kind == "fail":
+            return _error(script.code, script.message, script.status, script.headers)
+        if "titan-embed" in model_id:
+            return _titan_embedding(model_id, body)
+        if "cohere.embed" in model_id:
+            return _cohere_embeddings(body)
+        return _error("ValidationException", "The provided model identifier is invalid.")
 
     async def _stream(
         self, request: web.Request, reply: _Reply, script: _Script | None
@@ -565,6 +603,7 @@ class _Reply:
     tool: tuple[str, Any] | None
     stop_reason: str
     input_tokens: int
+    tool_use_id: str = "tooluse_standin"
 
     @property
     def block_start(self) -> int:
@@ -582,6 +621,21 @@ class _Reply:
         forced = body.get("toolConfig", {}).get("toolChoice", {}).get("tool", {}).get("name")
         if script is not None and script.kind == "reply":
             return cls(script.text, None, script.stop_reason, input_tokens)
+        result = _last_tool_result(body)
+        if script is None and result is not None:
+            return cls(tool_result_text(result), None, "end_turn", input_tokens)
+        if script is None and not forced and "toolConfig" in body:
+            config = body["toolConfig"]
+            tools = [
+                (t["toolSpec"]["name"], t["toolSpec"]["inputSchema"]["json"])
+                for t in config["tools"]
+            ]
+            choice = config.get("toolChoice", {"auto": {}})
+            planned = plan_tool_call(tools, "required" if "any" in choice else "auto", False)
+            if planned is not None:
+                call = (planned.name, planned.arguments)
+                use_id = planned.id.replace("call_", "tooluse_")
+                return cls("", call, "tool_use", input_tokens, use_id)
         if (script is not None and script.kind == "tool") or (script is None and forced):
             tools = {t["toolSpec"]["name"]: t["toolSpec"] for t in body["toolConfig"]["tools"]}
             value = (
@@ -589,7 +643,8 @@ class _Reply:
                 if script is not None and script.kind == "tool"
                 else example_for_schema(tools[forced]["inputSchema"]["json"])
             )
-            return cls("", (forced or "tool", value), "tool_use", input_tokens)
+            name = script.tool_name if script is not None and script.tool_name else None
+            return cls("", (name or forced or "tool", value), "tool_use", input_tokens)
         text_format = body.get("outputConfig", {}).get("textFormat")
         if text_format is not None:
             schema = json.loads(text_format["structure"]["jsonSchema"]["schema"])
@@ -618,7 +673,7 @@ class _Reply:
         if self.tool is not None:
             name, value = self.tool
             block: dict[str, Any] = {
-                "toolUse": {"toolUseId": "tooluse_standin", "name": name, "input": value}
+                "toolUse": {"toolUseId": self.tool_use_id, "name": name, "input": value}
             }
         else:
             block = {"text": self.text}
@@ -634,7 +689,7 @@ class _Reply:
         frames = [event("messageStart", {"role": "assistant"})]
         if self.tool is not None:
             name, value = self.tool
-            start = {"toolUse": {"toolUseId": "tooluse_standin", "name": name}}
+            start = {"toolUse": {"toolUseId": self.tool_use_id, "name": name}}
             frames.append(event("contentBlockStart", {"start": start, "contentBlockIndex": 0}))
             text = json.dumps(value)
             pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
@@ -648,7 +703,89 @@ class _Reply:
         return frames
 
 
+def _last_tool_result(body: dict[str, Any]) -> str | None:
+    """The text of the last message's toolResult block, when it ends with one."""
+    messages = body.get("messages") or [{}]
+    for block in reversed(messages[-1].get("content", [])):
+        if "toolResult" in block:
+            parts = block["toolResult"].get("content", [])
+            return "".join(p.get("text", "") or json.dumps(p.get("json")) for p in parts)
+    return None
+
+
+def _invalid_conversation(body: dict[str, Any]) -> str | None:
+    """What Bedrock's ValidationException says about tool blocks it cannot take: roles not
+    alternating, tool blocks without a toolConfig, a toolResult answering no toolUse of the
+    turn before it."""
+    messages = body.get("messages") or []
+    used: set[str] = set()
+    for index, message in enumerate(messages):
+        if index and message.get("role") == messages[index - 1].get("role"):
+            return "A conversation must alternate between user and assistant roles."
+        blocks = message.get("content", [])
+        tool_blocks = [b for b in blocks if "toolUse" in b or "toolResult" in b]
+        if tool_blocks and "toolConfig" not in body:
+            return (
+                "The toolConfig field must be defined when using toolUse and toolResult "
+                "content blocks."
+            )
+        for block in blocks:
+            if "toolResult" in block and block["toolResult"].get("toolUseId") not in used:
+                return (
+                    "The number of toolResult blocks at messages."
+                    f"{index}.content exceeds the number of toolUse blocks of previous turn."
+                )
+        used = {b["toolUse"]["toolUseId"] for b in blocks if "toolUse" in b}
+    return None
+
+
+def _titan_embedding(model_id: str, body: Any) -> web.Response:
+    text = body.get("inputText") if isinstance(body, dict) else None
+    extra = sorted(set(body) - {"inputText", "dimensions", "normalize"}) if text else []
+    if not isinstance(text, str) or not text or extra:
+        return _error(
+            "ValidationException",
+            f"Malformed input request: extraneous key [{extra[0]}] is not permitted"
+            if extra
+            else "Malformed input request: expected minLength: 1, please reformat your input",
+        )
+    size = body.get("dimensions", embedding.DIMENSIONS)
+    if "dimensions" in body and ("v2" not in model_id or size not in (256, 512, 1024)):
+        return _error("ValidationException", "Malformed input request: dimensions")
+    tokens = embedding.tokens_in(text)
+    return web.json_response(
+        {"embedding": embedding.vector_for(text, size), "inputTextTokenCount": tokens},
+        headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)},
+    )
+
+
+def _cohere_embeddings(body: Any) -> web.Response:
+    texts = body.get("texts") if isinstance(body, dict) else None
+    allowed = {"texts", "input_type", "truncate", "embedding_types", "images"}
+    if (
+        not isinstance(texts, list)
+        or not 0 < len(texts) <= 96
+        or not all(isinstance(text, str) for text in texts)
+        or body.get("input_type")
+        not in ("search_document", "search_query", "classification", "clustering")
+        or set(body) - allowed
+    ):
+        return _error("ValidationException", "Malformed input request, please reformat your input")
+    tokens = sum(embedding.tokens_in(text) for text in texts)
+    return web.json_response(
+        {
+            "embeddings": [embedding.vector_for(text) for text in texts],
+            "id": "5bd4e2a6-1c55-4ab0-a8c0-3f3c4a2c1d9e",
+            "response_type": "embeddings_floats",
+            "texts": texts,
+        },
+        headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)},
+    )
+
+
 def _route_of(path: str) -> str:
+    if path.endswith("/invoke"):
+        return "invoke"
     if path.startswith("/model/"):
         return "converse"
     return {"/foundation-models": "models", "/inference-profiles": "profiles"}.get(path, "other")

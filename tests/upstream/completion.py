@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from .tool_use import PlannedCall, openai_call, openai_call_pieces
 
 __all__ = ["Answer", "Completion", "count_prompt_tokens", "last_user_text", "pad", "split_tokens"]
 
@@ -84,11 +86,12 @@ class Answer:
     reasoning: list[str]
     finish_reason: str
     prompt_tokens: int
+    tool_calls: list[PlannedCall] = field(default_factory=list)
 
     @property
     def usage(self) -> dict[str, int]:
         """OpenAI's usage object."""
-        done = len(self.content) + len(self.reasoning)
+        done = len(self.content) + len(self.reasoning) + 10 * len(self.tool_calls)
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": done,
@@ -115,6 +118,10 @@ class Completion:
         if not self.lmstudio:
             message["refusal"] = None
             message["annotations"] = []
+        if answer.tool_calls:
+            # OpenAI sends `content: null` beside tool calls; LM Studio an empty string.
+            message["content"] = message["content"] or ("" if self.lmstudio else None)
+            message["tool_calls"] = [openai_call(call) for call in answer.tool_calls]
         choice = {
             "index": 0,
             "logprobs": None,
@@ -163,6 +170,9 @@ class Completion:
             yield prefix + orjson.dumps({**role, "reasoning_content": piece}) + open_tail, True
         for piece in answer.content:
             yield prefix + orjson.dumps({**role, "content": piece}) + open_tail, True
+        for index, call in enumerate(answer.tool_calls):
+            for piece in openai_call_pieces(call, index):
+                yield prefix + orjson.dumps({**role, "tool_calls": [piece]}) + open_tail, True
         finish = orjson.dumps(answer.finish_reason)
         yield prefix + b'{},"logprobs":null,"finish_reason":' + finish + b"}]}\n\n", False
         if include_usage:

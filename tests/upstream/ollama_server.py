@@ -1,8 +1,9 @@
 """A stand-in Ollama server on a real loopback socket, speaking Ollama's native API.
 
 ``OllamaStandIn`` runs an aiohttp app in a daemon thread with its own event loop. It serves
-``POST /api/chat`` (NDJSON stream or one JSON object), ``GET /api/tags``, ``GET /api/ps`` and
-``POST /api/show``, records every request, and takes scripts, one per request, from a FIFO::
+``POST /api/chat`` (NDJSON stream or one JSON object), ``POST /api/embed``, ``GET /api/tags``,
+``GET /api/ps`` and ``POST /api/show``, records every request, and takes scripts, one per
+request, from a FIFO::
 
     with OllamaStandIn(models={"llama3.2:latest": 131072}) as srv:
         srv.error_mid_stream(after_chunks=2)  # the next chat request
@@ -28,9 +29,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import embedding
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .schema_gen import example_for_schema
 from .threaded import ThreadedApp
+from .tool_use import PlannedCall, last_tool_result, plan_from_openai, tool_result_text
 
 __all__ = ["OllamaStandIn", "Recorded"]
 
@@ -61,6 +64,7 @@ class _Script:
     seconds: float = 0.0
     interval: float = 0.0
     message: str = "an error was encountered while running the model"
+    tool_calls: Any = None
 
 
 class OllamaStandIn(ThreadedApp):
@@ -97,6 +101,7 @@ class OllamaStandIn(ThreadedApp):
         """Ollama's routes."""
         app = web.Application()
         app.router.add_post("/api/chat", self._chat)
+        app.router.add_post("/api/embed", self._embed)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/show", self._show)
@@ -116,6 +121,11 @@ class OllamaStandIn(ThreadedApp):
         """The recorded ``/api/chat`` requests."""
         return [r for r in self.requests if r.path == "/api/chat"]
 
+    @property
+    def embed_requests(self) -> list[Recorded]:
+        """The recorded ``/api/embed`` requests."""
+        return [r for r in self.requests if r.path == "/api/embed"]
+
     def reply(
         self,
         text: str,
@@ -130,6 +140,10 @@ class OllamaStandIn(ThreadedApp):
                 "reply", text=text, thinking=thinking, done_reason=done_reason, interval=interval
             )
         )
+
+    def reply_tool_calls(self, calls: Any) -> None:
+        """Answer with this `message.tool_calls` exactly as given (malformed ones, say)."""
+        self._push(_Script("reply", text="", done_reason="stop", tool_calls=calls))
 
     def fail(
         self,
@@ -207,8 +221,14 @@ class OllamaStandIn(ThreadedApp):
         model = body.get("model")
         if model not in self.models:
             return _json({"error": f"model '{model}' not found"}, 404)
+        if (refusal := _unreadable_tool_calls(body["messages"])) is not None:
+            return _json({"error": refusal}, 400)
         text, thinking, reason = self._answer(body, script)
-        pieces = split_tokens(text)
+        planned = plan_from_openai(body) if script is None else None
+        calls = [_ollama_call(planned)] if planned is not None else []
+        if script is not None and script.tool_calls is not None:
+            calls = script.tool_calls
+        pieces = split_tokens(text) if not calls else []
         options = body.get("options")
         limit = options.get("num_predict") if isinstance(options, dict) else None
         if isinstance(limit, int) and 0 <= limit < len(pieces):
@@ -227,14 +247,44 @@ class OllamaStandIn(ThreadedApp):
             final["message"] = {"role": "assistant", "content": "".join(pieces)}
             if thinking:
                 final["message"]["thinking"] = thinking
+            if calls:
+                final["message"]["tool_calls"] = calls
             return _json(final)
         lines = [_chunk(model, {"thinking": thinking}) for _ in [0] if thinking]
         lines += [_chunk(model, {"content": piece}) for piece in pieces]
+        # Ollama streams a tool call whole, in one line of its own.
+        lines += [_chunk(model, {"tool_calls": calls}) for _ in [0] if calls]
         return await self._stream(request, lines, final, script)
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        """``/api/embed``: ``embeddings`` in input order, ``prompt_eval_count`` the tokens;
+        ``dimensions`` shortens the vectors."""
+        body, _script, early = await self._record(request)
+        if early is not None:
+            return early
+        texts = embedding.texts_of(body.get("input")) if isinstance(body, dict) else None
+        if texts is None or not isinstance(body, dict):
+            return _json({"error": "invalid input type"}, 400)
+        model = body.get("model")
+        if model not in self.models:
+            return _json({"error": f"model '{model}' not found"}, 404)
+        dimensions = body.get("dimensions")
+        size = dimensions if isinstance(dimensions, int) else embedding.DIMENSIONS
+        return _json(
+            {
+                "model": model,
+                "embeddings": [embedding.vector_for(text, size) for text in texts],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(embedding.tokens_in(text) for text in texts),
+            }
+        )
 
     def _answer(self, body: dict[str, Any], script: _Script | None) -> tuple[str, str, str]:
         if script is not None and script.kind == "reply":
             return script.text or "", script.thinking or "", script.done_reason
+        if (result := last_tool_result(body["messages"])) is not None:
+            return tool_result_text(result), "", "stop"
         format_ = body.get("format")
         last = last_user_text(body["messages"])
         if isinstance(format_, dict):
@@ -324,7 +374,30 @@ def _listing(name: str) -> dict[str, Any]:
     }
 
 
-def _chunk(model: str, message: dict[str, str]) -> bytes:
+def _ollama_call(planned: PlannedCall) -> dict[str, Any]:
+    """A tool call as Ollama sends it: arguments as an object, the call's index inside
+    `function`, an id (Ollama 0.12 and later)."""
+    return {
+        "id": planned.id,
+        "function": {"index": 0, "name": planned.name, "arguments": planned.arguments},
+    }
+
+
+def _unreadable_tool_calls(messages: list[Any]) -> str | None:
+    """What Ollama's Go decoder says about a tool call whose arguments are not an object."""
+    for message in messages:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            arguments = (call.get("function") or {}).get("arguments")
+            if not isinstance(arguments, dict):
+                return (
+                    "json: cannot unmarshal string into Go struct field "
+                    "ToolCallFunction.messages.tool_calls.function.arguments of type "
+                    "api.ToolCallFunctionArguments"
+                )
+    return None
+
+
+def _chunk(model: str, message: dict[str, Any]) -> bytes:
     line = {
         "model": model,
         "created_at": CREATED_AT,

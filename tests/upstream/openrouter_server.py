@@ -28,9 +28,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import embedding
 from .completion import count_prompt_tokens, last_user_text, split_tokens
 from .server import RecordedRequest
 from .threaded import ThreadedApp
+from .tool_use import (
+    PlannedCall,
+    last_tool_result,
+    openai_call,
+    openai_call_pieces,
+    plan_from_openai,
+    tool_result_text,
+)
 
 __all__ = ["DEFAULT_MODELS", "PROCESSING", "OpenRouterStandIn"]
 
@@ -122,6 +131,7 @@ class OpenRouterStandIn(ThreadedApp):
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/api/v1/chat/completions", self._chat)
         app.router.add_get("/api/v1/models", self._models)
+        app.router.add_post("/api/v1/embeddings", self._embeddings)
         return app
 
     # ── scripting ───────────────────────────────────────────────────────────
@@ -177,6 +187,11 @@ class OpenRouterStandIn(ThreadedApp):
         """The chat-completion requests, in arrival order."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def embeddings_requests(self) -> list[RecordedRequest]:
+        """The embeddings requests, in arrival order."""
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
+
     def _push(self, script: _Script) -> None:
         with self._lock:
             self._scripts.append(script)
@@ -220,6 +235,20 @@ class OpenRouterStandIn(ThreadedApp):
             return _error(script.status, script.message, script.headers)
         return _json({"data": self.models})
 
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenRouter's embeddings: OpenAI's shape, with `usage.cost`."""
+        body = orjson.loads(await request.read())
+        script = self._take("embeddings")
+        if script is not None and script.kind == "fail":
+            return _error(script.status, script.message, script.headers)
+        texts = embedding.texts_of(body.get("input"))
+        if texts is None or not isinstance(body.get("model"), str):
+            return _error(400, "Input required: a string or an array of strings")
+        dimensions = body.get("dimensions")
+        reply = embedding.openai_reply(body["model"], texts, dimensions)
+        reply["usage"]["cost"] = DEFAULT_COST
+        return _json(reply)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         script = self._take("chat")
@@ -231,8 +260,13 @@ class OpenRouterStandIn(ThreadedApp):
         if script is not None and script.kind == "error_in_body":
             return _json({"error": {"code": script.code, "message": script.message}})
         text = script.text if script is not None and script.text is not None else None
+        planned = plan_from_openai(body) if script is None else None
+        result = last_tool_result(messages)
+        if text is None and result is not None:
+            text = tool_result_text(result)
         if text is None:
-            text = f"Echo: {last_user_text(messages)}"
+            text = "" if planned is not None else f"Echo: {last_user_text(messages)}"
+        finish = "tool_calls" if planned is not None else "stop"
         pieces = list(script.pieces) if script is not None and script.pieces else split_tokens(text)
         prompt_tokens = count_prompt_tokens(messages)
         usage: dict[str, Any] = {
@@ -254,15 +288,15 @@ class OpenRouterStandIn(ThreadedApp):
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
-                            "native_finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                            "native_finish_reason": finish,
+                            "message": _message(text, planned),
                         }
                     ],
                     "usage": usage,
                 }
             )
-        return await self._stream(request, name, model, pieces, usage, script)
+        return await self._stream(request, name, model, pieces, usage, script, planned)
 
     async def _stream(
         self,
@@ -272,6 +306,7 @@ class OpenRouterStandIn(ThreadedApp):
         pieces: list[str],
         usage: dict[str, Any],
         script: _Script | None,
+        planned: PlannedCall | None = None,
     ) -> web.StreamResponse:
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             chunk = {
@@ -290,6 +325,9 @@ class OpenRouterStandIn(ThreadedApp):
         for piece in pieces:
             delta = {"role": "assistant", "content": piece}
             frames += [event([{"index": 0, "delta": delta, "finish_reason": None}]), keep_alive]
+        for piece in openai_call_pieces(planned, 0) if planned is not None else []:
+            delta = {"role": "assistant", "content": None, "tool_calls": [piece]}
+            frames.append(event([{"index": 0, "delta": delta, "finish_reason": None}]))
         if script is not None and script.kind == "error_mid_stream":
             error = {"code": script.code, "message": script.message}
             choice: dict[str, Any] = {"index": 0, "delta": {"content": ""}}
@@ -299,7 +337,8 @@ class OpenRouterStandIn(ThreadedApp):
             else:
                 frames.append(event([choice], error=error))
         else:
-            stop = {"index": 0, "delta": {}, "finish_reason": "stop"}
+            finish = "tool_calls" if planned is not None else "stop"
+            stop = {"index": 0, "delta": {}, "finish_reason": finish}
             frames += [event([stop]), keep_alive, event([], usage=usage), b"data: [DONE]\n\n"]
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
@@ -308,6 +347,12 @@ class OpenRouterStandIn(ThreadedApp):
                 await response.write(frame)
         await response.write_eof()
         return response
+
+
+def _message(text: str, planned: PlannedCall | None) -> dict[str, Any]:
+    if planned is None:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": [openai_call(planned)]}
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -12,8 +12,9 @@ can be scripted to misbehave, one request at a time::
         assert srv.chat_requests[0].json["model"] == "llama-3.2-3b-instruct"
 
 Scripts are kept in one FIFO queue; each request takes the first script whose route
-matches its own (``"chat"``, ``"models"`` for ``/v1/models``, ``"native_models"`` for
-LM Studio's own listings ``/api/v0/models`` and ``GET /api/v1/models``, ``"any"``).
+matches its own (``"chat"``, ``"embeddings"``, ``"models"`` for ``/v1/models``,
+``"native_models"`` for LM Studio's own listings ``/api/v0/models`` and
+``GET /api/v1/models``, ``"any"``).
 Requests with no script get the default answer.
 
 LM Studio 0.4's native REST API for model management is served too (``GET /api/v1/models``,
@@ -38,7 +39,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 from aiohttp import web
 
-from . import wire
+from . import embedding, wire
 from .completion import (
     DONE,
     Answer,
@@ -49,6 +50,7 @@ from .completion import (
     split_tokens,
 )
 from .schema_gen import example_for_schema
+from .tool_use import PlannedCall, last_tool_result, plan_from_openai, tool_result_text
 from .wire import ErrorStyle, LMStudioVersion
 
 __all__ = [
@@ -62,7 +64,7 @@ __all__ = [
     "unused_url",
 ]
 
-Route: TypeAlias = Literal["chat", "models", "native_models", "any"]
+Route: TypeAlias = Literal["chat", "models", "native_models", "embeddings", "any"]
 InvalidKind: TypeAlias = Literal["prose", "truncated", "fenced", "wrong_shape"]
 Handler: TypeAlias = Callable[
     [web.Request, "RecordedRequest"], "Awaitable[web.StreamResponse] | web.StreamResponse"
@@ -120,6 +122,8 @@ def _netloc(host: str, port: int) -> str:
 def _route_of(path: str) -> str:
     if path in ("/v1/chat/completions", "/api/v0/chat/completions"):
         return "chat"
+    if path in ("/v1/embeddings", "/api/v0/embeddings"):
+        return "embeddings"
     if path == "/v1/models" or path.startswith("/v1/models/"):
         return "models"
     if path in ("/api/v0/models", "/api/v1/models") or path.startswith("/api/v0/models/"):
@@ -166,6 +170,8 @@ class _Script:
     interval: float = 0.0
     invalid: InvalidKind = "prose"
     handler: Handler | None = None
+    tool_calls: list[PlannedCall] | None = None
+    raw_tool_calls: Any = None
 
 
 _RESETTABLE = (
@@ -259,6 +265,8 @@ class StandInServer:
         self._models = list(self._initial_models)
         self._loaded = set(self._initial_loaded)
         self._instance_ids: dict[str, list[str]] = {}  # loaded instances, when not just [model]
+        self.not_for_tools: set[str] = set()
+        """Models the native listings report as not trained for tool use (reset() empties)."""
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -365,6 +373,8 @@ class StandInServer:
         app.router.add_get("/v1/models/{model:.+}", self._model_get)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/api/v0/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/api/v0/embeddings", self._embeddings)
         app.router.add_get("/api/v0/models", self._native_list)
         app.router.add_get("/api/v0/models/{model:.+}", self._native_get)
         app.router.add_get("/api/v1/models", self._rest_list)
@@ -432,6 +442,17 @@ class StandInServer:
         """Answer with exactly this content: a str as is, anything else JSON-encoded."""
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         self._push(_Script("reply", "chat", times, delay, content=text))
+
+    def reply_tool_calls(self, *calls: tuple[str, Any], times: int | None = 1) -> None:
+        """Answer with these tool calls (name, arguments: an object, or a str sent as is)."""
+        planned = [
+            PlannedCall(f"call_scripted_{i}", name, args) for i, (name, args) in enumerate(calls)
+        ]
+        self._push(_Script("reply", "chat", times, tool_calls=planned))
+
+    def reply_raw_tool_calls(self, raw: Any, *, times: int | None = 1) -> None:
+        """Answer with this `message.tool_calls` exactly as given (malformed ones, say)."""
+        self._push(_Script("reply", "chat", times, content="", raw_tool_calls=raw))
 
     def reply_truncated(self, text: str, *, times: int | None = 1, delay: float = 0.0) -> None:
         """Answer with this text and finish_reason "length"."""
@@ -558,6 +579,7 @@ class StandInServer:
             self._loaded = set(self._initial_loaded)
             self._instance_ids.clear()
             self._aborted.clear()
+            self.not_for_tools.clear()
         self.disconnect_event.clear()
         if self.refusing:
             self.accept()
@@ -580,6 +602,11 @@ class StandInServer:
     def chat_requests(self) -> list[RecordedRequest]:
         """The chat-completion requests, in arrival order."""
         return [r for r in self.requests if r.route == "chat"]
+
+    @property
+    def embeddings_requests(self) -> list[RecordedRequest]:
+        """The embeddings requests received so far."""
+        return [r for r in self.requests if r.route == "embeddings"]
 
     @property
     def disconnects(self) -> int:
@@ -788,7 +815,7 @@ class StandInServer:
         if not self.native_api:
             return await self._openai_404(request)
         models, loaded = self._model_state()
-        data = [wire.native_model_entry(m, m in loaded) for m in models]
+        data = [self._native_entry(m, m in loaded) for m in models]
         return _json_response({"object": "list", "data": data})
 
     async def _native_get(self, request: web.Request) -> web.StreamResponse:
@@ -800,10 +827,17 @@ class StandInServer:
             return _json_response(
                 wire.string_error(wire.STANDIN_NATIVE_MODEL_NOT_FOUND.format(model=model)), 404
             )
-        return _json_response(wire.native_model_entry(model, model in loaded))
+        return _json_response(self._native_entry(model, model in loaded))
 
     # ── LM Studio 0.4's REST API v1: list, load, unload ───────────────────────────────
     # Shapes from https://lmstudio.ai/docs/developer/rest/{list,load,unload}.
+
+    def _native_entry(self, model: str, loaded: bool) -> dict[str, Any]:
+        """REST API v0's entry; `capabilities` lists "tool_use" for a model trained for it."""
+        entry = wire.native_model_entry(model, loaded)
+        trained = model not in self.not_for_tools and entry["type"] != "embeddings"
+        entry["capabilities"] = ["tool_use"] if trained else []
+        return entry
 
     def _instances(self, model: str) -> list[str]:
         with self._lock:
@@ -831,6 +865,11 @@ class StandInServer:
                     "loaded_instances": instances,
                     "max_context_length": native["max_context_length"],
                     "format": "gguf",
+                    "capabilities": {
+                        "vision": native["type"] == "vlm",
+                        "trained_for_tool_use": model not in self.not_for_tools
+                        and native["type"] != "embeddings",
+                    },
                 }
             )
         return _json_response({"models": entries})
@@ -935,6 +974,25 @@ class StandInServer:
             return loaded[0] if loaded else self._no_models_loaded()
         return name if name in loaded else self._model_not_found(name)
 
+    # ── embeddings ──────────────────────────────────────────────────────────────────
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's embeddings wire. An OpenAI-style stand-in honours `dimensions`; an LM
+        Studio one answers with the model's own size whatever is asked."""
+        body = request[_RECORD].json
+        if request[_BAD_BODY] or not isinstance(body, dict):
+            return self._bad_request(wire.OPENAI_BAD_JSON, wire.STANDIN_BAD_JSON)
+        texts = embedding.texts_of(body.get("input"))
+        if texts is None:
+            message = "'$.input' is invalid. Please check the API reference."
+            return self._bad_request(message, message)
+        model = self._resolve_model(body.get("model"))
+        if isinstance(model, web.Response):
+            return model
+        dimensions = body.get("dimensions") if self.error_style == "openai" else None
+        size = dimensions if isinstance(dimensions, int) and dimensions > 0 else None
+        return _json_response(embedding.openai_reply(model, texts, size))
+
     # ── chat completions ────────────────────────────────────────────────────────────
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -974,12 +1032,17 @@ class StandInServer:
             if interval and answer.content:
                 await asyncio.sleep(interval * len(answer.content))
             payload = reply.body(answer)
+            if script is not None and script.raw_tool_calls is not None:
+                payload = _with_raw_calls(payload, script.raw_tool_calls)
             if cut is not None:
                 return await self._cut_body(request, payload)
             return web.Response(body=payload, headers={"Content-Type": _JSON})
         options = body.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return await self._stream(request, reply.frames(answer, usage), interval, cut)
+        frames = reply.frames(answer, usage)
+        if script is not None and script.raw_tool_calls is not None:
+            frames = _raw_call_frames(reply, script.raw_tool_calls)
+        return await self._stream(request, frames, interval, cut)
 
     def _bad_request(self, openai_message: str, lmstudio_message: str) -> web.Response:
         if self.error_style == "openai":
@@ -1019,6 +1082,13 @@ class StandInServer:
         kind, schema = fmt
         reasoning = ""
         forced: str | None = None
+        calls = self._tool_calls(body, script)
+        if calls:
+            return Answer([], [], "tool_calls", count_prompt_tokens(messages), calls)
+        result = last_tool_result(messages)
+        if script is None and result is not None:
+            content = tool_result_text(result)
+            return Answer(split_tokens(content), [], "stop", count_prompt_tokens(messages))
         if script is not None and script.kind == "reply":
             content = script.content or ""
             reasoning = script.reasoning or ""
@@ -1041,6 +1111,13 @@ class StandInServer:
             thoughts, pieces = thoughts[:budget], pieces[: max(0, budget - len(thoughts))]
             finish = "length"
         return Answer(pieces, thoughts, finish, count_prompt_tokens(messages))
+
+    def _tool_calls(self, body: Mapping[str, Any], script: _Script | None) -> list[PlannedCall]:
+        """The tool calls to answer with: the script's, else the stand-in model's rule."""
+        if script is not None:
+            return list(script.tool_calls or []) if script.kind == "reply" else []
+        planned = plan_from_openai(body)
+        return [planned] if planned is not None else []
 
     def _default_content(self, kind: str, schema: Any, last_user: str) -> str:
         if kind == "json_schema":
@@ -1113,6 +1190,22 @@ class StandInServer:
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────────────
+
+
+def _with_raw_calls(payload: bytes, raw: Any) -> bytes:
+    body = orjson.loads(payload)
+    body["choices"][0]["message"]["tool_calls"] = raw
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return orjson.dumps(body)
+
+
+def _raw_call_frames(reply: Completion, raw: Any) -> Iterator[tuple[bytes, bool]]:
+    head = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created}
+    delta = {"index": 0, "delta": {"tool_calls": raw}, "finish_reason": None}
+    yield b"data: " + orjson.dumps({**head, "choices": [delta]}) + b"\n\n", True
+    finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+    yield b"data: " + orjson.dumps({**head, "choices": [finish]}) + b"\n\n", False
+    yield DONE, False
 
 
 def _json_response(body: Any, status: int = 200) -> web.Response:

@@ -139,7 +139,9 @@ async def test_native_models_have_lm_studio_fields(
         "quantization",
         "state",
         "max_context_length",
+        "capabilities",
     }
+    assert (llm["capabilities"], embed["capabilities"]) == (["tool_use"], [])
     assert (vlm["type"], vlm["arch"], vlm["state"]) == ("vlm", "qwen2_vl", "not-loaded")
     assert (llm["type"], llm["publisher"], llm["arch"]) == ("llm", "lmstudio-community", "llama")
     assert (embed["type"], embed["state"]) == ("embeddings", "loaded")

@@ -274,16 +274,16 @@ async def test_no_model_loaded_is_said_in_settings(
     )
 
 
-async def test_a_normal_user_sees_only_try_it_and_api_keys(
+async def test_a_normal_user_sees_only_try_it_api_keys_and_usage(
     page: Page, llm_env: LLMEnv, make_user: UserFactory
 ) -> None:
     user = await make_user()
     await log_in(page, user.email, user.password)
     await expect(page.locator("#who-role")).to_have_text("user")
     tabs = page.get_by_role("navigation", name="Sections").get_by_role("link")
-    await expect(tabs).to_have_text(["Try it", "API keys"])
+    await expect(tabs).to_have_text(["Try it", "API keys", "Usage"])
     await expect(page.locator("#try")).to_be_visible()
-    for admin_only in ("#providers", "#settings", "#models", "#users"):
+    for admin_only in ("#providers", "#settings", "#models", "#users", "#audit"):
         await page.goto(f"/admin/{admin_only}")
         await expect(page.locator(admin_only)).to_be_hidden()
         await expect(page.locator("#try")).to_be_visible()
@@ -376,7 +376,7 @@ async def test_phone_width_has_no_sideways_scrolling(
 ) -> None:
     await page.set_viewport_size(PHONE)
     await log_in(page)
-    for section in ("providers", "settings", "models", "try", "keys", "users"):
+    for section in ("providers", "settings", "models", "try", "keys", "users", "usage", "audit"):
         await page.goto(f"/admin/#{section}")
         await expect(page.locator(f"#{section}")).to_be_visible()
         width = await page.evaluate("document.documentElement.scrollWidth")

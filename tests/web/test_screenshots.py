@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from app.services.usage_ledger import usage_writer
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer
 from tests.upstream.ollama_server import OllamaStandIn
@@ -95,3 +96,9 @@ async def test_screenshots(
     await page.goto("/admin/#users")
     await expect(page.locator("#users-table tbody tr").first).to_be_visible()
     await _shoot(page, f"{label}-users")
+
+    await usage_writer.flush()  # the call above, in the ledger now
+    await page.goto("/admin/#usage")
+    await page.get_by_label("Group by").select_option("model")
+    await expect(page.locator("#usage-table tfoot")).to_be_visible()
+    await _shoot(page, f"{label}-usage")

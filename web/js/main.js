@@ -1,12 +1,14 @@
 // The page's entry point: log in, find out who we are, show the sections they may use.
 
 import { api, ApiError, getToken, setToken, setUnauthorizedHandler } from "./api.js";
+import { initAudit } from "./audit.js";
 import { $, say } from "./dom.js";
 import { initKeys } from "./keys.js";
 import { initModels } from "./models.js";
 import { initProviders } from "./providers.js";
 import { initSettings } from "./settings.js";
 import { initTry } from "./tryit.js";
+import { initUsage } from "./usage.js";
 import { initUsers } from "./users.js";
 
 // Each section: who may see it and what to do when it is opened.
@@ -17,6 +19,8 @@ const SECTIONS = {
   try: { admin: false, open: initTry },
   keys: { admin: false, open: initKeys },
   users: { admin: true, open: initUsers },
+  usage: { admin: false, open: initUsage },
+  audit: { admin: true, open: initAudit },
 };
 
 const state = { user: null, opened: new Set() };

@@ -36,6 +36,7 @@ from app.services.llm import (
     check_providers,
     discover_models,
     discovery_service,
+    env_embedding_model,
     env_fallbacks,
     env_model,
     lmstudio_service,
@@ -55,6 +56,7 @@ def _public(
     effective: EffectiveLLMSettings, settings: Settings, warnings: list[str] | None = None
 ) -> LLMSettingsPublic:
     models = {f"{p.value}_model": effective.model_for(p) for p in LLMProvider}
+    models |= {f"{p.value}_embedding_model": effective.embedding_model_for(p) for p in LLMProvider}
     return LLMSettingsPublic(
         provider=effective.provider,
         model=effective.model,
@@ -103,12 +105,16 @@ async def _save(
             [{"loc": where, "msg": exc.message, "type": exc.kind}]
         ) from exc
     # Only the names this request sets are checked, after the save: it never waits on them.
-    named = {
-        provider: model
-        for provider in LLMProvider
-        if isinstance(model := getattr(changes, f"{provider.value}_model"), str)
-    }
+    named, embedders = (
+        {
+            provider: model
+            for provider in LLMProvider
+            if isinstance(model := getattr(changes, f"{provider.value}_{setting}"), str)
+        }
+        for setting in ("model", "embedding_model")
+    )
     warnings = saved.warnings + await model_name_warnings(named)
+    warnings += await model_name_warnings(embedders, setting="embedding_model")
     return _public(saved.effective, settings, warnings)
 
 
@@ -252,6 +258,22 @@ async def read_setting_fields(
                 value=effective.model_for(provider),
                 source=source,
                 env=f"{spec.env_prefix}_MODEL",
+                provider=provider,
+                discovery=_discovery(provider),
+                pick="list" if spec.local else "type",
+            )
+        )
+    for provider, spec in PROVIDERS.items():
+        saved = getattr(row, f"{provider.value}_embedding_model", None) if row else None
+        env = env_embedding_model(settings, provider)
+        fields.append(
+            SettingField(
+                name=f"{provider.value}_embedding_model",
+                label=f"{spec.display_name} embedding model",
+                kind="model",
+                value=effective.embedding_model_for(provider),
+                source="database" if saved else "environment" if env else "unset",
+                env=f"{spec.env_prefix}_EMBEDDING_MODEL",
                 provider=provider,
                 discovery=_discovery(provider),
                 pick="list" if spec.local else "type",

@@ -39,6 +39,7 @@ from app.services.llm.errors import (
 from app.services.llm.factory import (
     LLMServiceResult,
     discovery_service,
+    embedding_service,
     get_llm_service_with_overrides,
     lmstudio_service,
     parse_provider,
@@ -56,9 +57,12 @@ from app.services.llm.model_names import model_name_warnings
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
+    Embeddings,
     LLMService,
     ModelInfo,
     StreamChunk,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from app.services.llm.providers import PROVIDERS
@@ -70,6 +74,7 @@ from app.services.llm.settings import (
     EffectiveLLMSettings,
     FallbackEntry,
     SaveResult,
+    env_embedding_model,
     env_fallbacks,
     env_model,
     load_effective_settings,
@@ -82,6 +87,7 @@ from app.services.llm.structured import (
     generate_structured,
     generate_structured_json,
 )
+from app.services.llm.tools import ToolUse, tool_from_model
 
 
 async def get_llm_service() -> LLMService:
@@ -100,6 +106,7 @@ __all__ = [
     "Capabilities",
     "Completion",
     "EffectiveLLMSettings",
+    "Embeddings",
     "FallbackEntry",
     "FallbackService",
     "GuardedSchema",
@@ -131,6 +138,9 @@ __all__ = [
     "StreamChunk",
     "StructuredMode",
     "StructuredResult",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolUse",
     "UnloadResult",
     "UnsafeSchemaError",
     "Usage",
@@ -141,6 +151,8 @@ __all__ = [
     "close_clients",
     "discover_models",
     "discovery_service",
+    "embedding_service",
+    "env_embedding_model",
     "env_fallbacks",
     "env_model",
     "generate_structured",
@@ -156,6 +168,7 @@ __all__ = [
     "read_saved_row",
     "redact_url",
     "save_llm_settings",
+    "tool_from_model",
     "unload_model",
     "with_fallback",
 ]

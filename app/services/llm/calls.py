@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -19,9 +20,20 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.config import ProviderConfig
+from app.services.llm.embeddings import (
+    EMBEDDING_CONCURRENCY,
+    batches,
+    check_dimensions,
+    embedding_texts,
+    in_order,
+    no_embedding_model,
+)
 from app.services.llm.errors import (
+    LLMConfigurationError,
     LLMError,
     LLMRateLimitError,
     LLMTimeoutError,
@@ -35,12 +47,15 @@ from app.services.llm.metrics import (
     allow_model_labels,
     model_label,
     record_call,
+    record_tool_calls,
 )
 from app.services.llm.policy import admit
 from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     ModelT,
@@ -50,6 +65,13 @@ from app.services.llm.protocol import (
 )
 from app.services.llm.providers.base import ProviderSpec
 from app.services.llm.providers.clients import connect_timeout, redact_url
+from app.services.llm.tools import (
+    ToolChoice,
+    ToolUse,
+    check_tools_supported,
+    check_trained_for_tools,
+    get_tool_calls,
+)
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -68,6 +90,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion (implemented by the service)."""
         raise NotImplementedError
@@ -81,6 +105,8 @@ class PromptCalls:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """A completion as it arrives (implemented by the service)."""
         raise NotImplementedError
@@ -98,6 +124,30 @@ class PromptCalls:
             build_messages(prompt, system), temperature=temperature, max_tokens=max_tokens
         )
         return completion.text
+
+    async def get_tool_calls(
+        self,
+        prompt: str,
+        tools: Sequence[type[BaseModel]],
+        *,
+        system: str | None = None,
+        tool_choice: str = "auto",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[ToolUse]:
+        """The tools the model asks to call for `prompt`, each tool a Pydantic model (its
+        class name is the function's name, its docstring the description, its fields the
+        parameters), each call's arguments validated as that model; empty when the model
+        answered with text. `tool_choice`: "auto", "required", "none" or a tool's name."""
+        return await get_tool_calls(
+            self,
+            prompt,
+            tools,
+            system=system,
+            tool_choice=tool_choice,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
 
     async def stream_response(
         self,
@@ -125,6 +175,7 @@ class ProviderService(PromptCalls):
         *,
         retry_backoff: float = 0.5,
         wire: ProviderWire | None = None,
+        embedding_model: str | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -133,6 +184,8 @@ class ProviderService(PromptCalls):
         self.model = config.default_model
         self.base_url = config.base_url
         self.retry_backoff = retry_backoff
+        self.embedding_model = embedding_model
+        """The model `embed()` uses unless told otherwise (the provider's embedding model)."""
 
     @property
     def display_name(self) -> str:
@@ -193,14 +246,18 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One chat completion, retried where safe, with usage, finish reason and who answered."""
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        with recording("text") as record:
+        with recording("tools" if tools else "text") as record:
             record.trying(self.provider.value, self.model)
             await admit(record, self.provider.value, self.model)  # the caller's policies
             try:
@@ -217,6 +274,7 @@ class ProviderService(PromptCalls):
                 )
                 usage, outcome = completion.usage, "ok"
                 record.served(completion.provider, completion.model, usage)
+                record_tool_calls(self.provider, self.model, len(completion.tool_calls))
             except LLMError as exc:
                 outcome = exc.kind
                 self._log_failure("complete", exc)
@@ -242,6 +300,8 @@ class ProviderService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         usage_record: CallRecord | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream a completion; the last chunk carries finish reason, usage and who answered.
@@ -253,12 +313,14 @@ class ProviderService(PromptCalls):
         its response while the model thinks. `usage_record` is the usage record of the
         caller's call this stream is part of (a fallback chain's); by default its own.
         """
-        request = ChatRequest(
-            self.model, messages, temperature, max_tokens, response_format, seed, stop
+        request = self._request(
+            messages, temperature, max_tokens, response_format, seed, stop, tools, tool_choice
         )
+        if tools and self.capabilities.tool_use_listed:
+            await check_trained_for_tools(self)
         started = time.perf_counter()
         outcome, usage = "cancelled", None
-        record = usage_record or CallRecord("stream")
+        record = usage_record or CallRecord("tools_stream" if tools else "stream")
         record.trying(self.provider.value, self.model)
         failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
@@ -269,6 +331,11 @@ class ProviderService(PromptCalls):
                 in_flight.inc()
                 try:
                     async for chunk in self._stream_with_retries(request, started):
+                        record_tool_calls(
+                            self.provider,
+                            self.model,
+                            sum(1 for call in chunk.tool_calls if call.name),
+                        )
                         if chunk.usage is not None:
                             usage = chunk.usage
                             outcome = "ok"
@@ -308,13 +375,15 @@ class ProviderService(PromptCalls):
                     usage = chunk.usage or usage
                     finish_reason = chunk.finish_reason or finish_reason
                     answered_by = chunk.model or answered_by
-                    if chunk.text or chunk.reasoning:
+                    if chunk.has_content:
                         if not yielded:
                             TIME_TO_FIRST_TOKEN.labels(
                                 self.provider, model_label(self.model)
                             ).observe(time.perf_counter() - started)
                         yielded += 1
-                        yield StreamChunk(text=chunk.text, reasoning=chunk.reasoning)
+                        yield StreamChunk(
+                            text=chunk.text, reasoning=chunk.reasoning, tool_calls=chunk.tool_calls
+                        )
                     elif not accepted and chunk.finish_reason is None:
                         yield StreamChunk()  # the upstream accepted: nothing to show yet
                     accepted = True
@@ -342,6 +411,34 @@ class ProviderService(PromptCalls):
             finally:
                 await stream.aclose()
 
+    def _request(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        response_format: dict[str, Any] | None,
+        seed: int | None,
+        stop: str | list[str] | None,
+        tools: Sequence[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+    ) -> ChatRequest:
+        """The wire's request; a 400 naming the model when it cannot take the tools."""
+        if tools:
+            check_tools_supported(
+                self.capabilities, self.display_name, self.provider, self.model, tool_choice
+            )
+        return ChatRequest(
+            self.model,
+            messages,
+            temperature,
+            max_tokens,
+            response_format,
+            seed,
+            stop,
+            tools=tools or None,
+            tool_choice=tool_choice if tools else None,
+        )
+
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers (no retries: discovery should fail fast)."""
         return await self.wire.list_models()
@@ -352,6 +449,97 @@ class ProviderService(PromptCalls):
             if info.id == self.model:
                 return info.max_context_length
         return None
+
+    # ── embeddings ──────────────────────────────────────────────────────────
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """Vectors for `texts` (in their order) from `model`, by default the provider's
+        embedding model; batched to the provider's limits, each batch retried where safe.
+        Never falls back to another provider: vectors of different models do not compare."""
+        items = embedding_texts(texts)
+        check_dimensions(dimensions)
+        chosen = (model or "").strip() or self.embedding_model
+        if not chosen:
+            raise no_embedding_model(self.spec)
+        if not self.capabilities.embeddings:
+            raise LLMConfigurationError(
+                f"{self.display_name} does not serve embeddings", provider=self.provider
+            )
+        embedder = self
+        if chosen != self.model:  # errors and metrics name the embedding model
+            embedder = ProviderService(
+                self.spec,
+                self.config.model_copy(update={"default_model": chosen}),
+                retry_backoff=self.retry_backoff,
+                embedding_model=chosen,
+            )
+        return await embedder._embed(items, dimensions)
+
+    async def _embed(self, texts: list[str], dimensions: int | None) -> Embeddings:
+        size = self.wire.embedding_batch(self.model)
+        started = time.perf_counter()
+        outcome, usage = "cancelled", None
+        with recording("embedding") as record:
+            record.trying(self.provider.value, self.model)
+            await admit(record, self.provider.value, self.model)  # the caller's policies
+            try:
+                parts = await in_order(
+                    [
+                        functools.partial(self._embed_batch, batch, dimensions)
+                        for batch in batches(texts, size)
+                    ],
+                    EMBEDDING_CONCURRENCY,
+                )
+                costs = [p.usage.cost for p in parts if p.usage.cost is not None]
+                usage = Usage(
+                    prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
+                    cost=sum(costs) if costs else None,
+                )
+                result = Embeddings(
+                    [vector for part in parts for vector in part.vectors],
+                    usage,
+                    self.provider.value,
+                    parts[0].model or self.model,
+                )
+                outcome = "ok"
+                record.served(result.provider, result.model, usage)
+            except LLMError as exc:
+                outcome = exc.kind
+                self._log_failure("embed", exc)
+                raise
+            finally:
+                record_call(
+                    self.provider,
+                    self.model,
+                    "embed",
+                    outcome,
+                    time.perf_counter() - started,
+                    usage,
+                )
+        return result
+
+    async def _embed_batch(self, texts: list[str], dimensions: int | None) -> Embeddings:
+        async with self._slot():
+            part = await self._retrying(
+                "embeddings",
+                lambda attempt: self._within_deadline(
+                    self.wire.embed(EmbeddingRequest(self.model, texts, dimensions, attempt))
+                ),
+            )
+        if len(part.vectors) != len(texts):
+            raise LLMUpstreamError(
+                f"{self.display_name} at {self.upstream} returned {len(part.vectors)} "
+                f"embeddings for {len(texts)} texts (model {self.model})",
+                provider=self.provider,
+                upstream=self.upstream,
+            )
+        return part
 
     # ── deadlines ───────────────────────────────────────────────────────────
 

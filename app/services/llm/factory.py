@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.core.config import LLMProvider, get_settings
 from app.services.llm.calls import ProviderService
+from app.services.llm.embeddings import no_embedding_model
 from app.services.llm.errors import LLMConfigurationError
 from app.services.llm.fallback import FallbackService
 from app.services.llm.metrics import allow_model_labels
@@ -38,8 +39,11 @@ def parse_provider(value: str | LLMProvider) -> LLMProvider:
     return provider
 
 
-def build_service(provider: LLMProvider, model: str) -> ProviderService:
-    """The service for `provider` and `model` with the current env settings.
+def build_service(
+    provider: LLMProvider, model: str, embedding_model: str | None = None
+) -> ProviderService:
+    """The service for `provider` and `model` (and `embedding_model` for `embed()`) with the
+    current env settings.
 
     Services are cheap and stateless: connections are pooled per upstream (`clients`), so
     building one per call costs a config object, not a connection.
@@ -48,7 +52,10 @@ def build_service(provider: LLMProvider, model: str) -> ProviderService:
     spec = PROVIDERS[provider]
     spec.check(settings)
     return ProviderService(
-        spec, spec.config_from(settings, model), retry_backoff=settings.llm_retry_backoff
+        spec,
+        spec.config_from(settings, model),
+        retry_backoff=settings.llm_retry_backoff,
+        embedding_model=embedding_model,
     )
 
 
@@ -73,7 +80,32 @@ async def get_llm_service_with_overrides(
             f"No {spec.display_name} model is configured: set {chosen.value}_model "
             f"with PATCH /api/v1/llm-settings, or set {spec.env_prefix}_MODEL"
         )
-    return LLMServiceResult(build_service(chosen, chosen_model), chosen, chosen_model)
+    embedder = _embedding_model(effective, chosen)
+    return LLMServiceResult(build_service(chosen, chosen_model, embedder), chosen, chosen_model)
+
+
+async def embedding_service(
+    provider: str | LLMProvider | None = None, model: str | None = None
+) -> LLMServiceResult:
+    """The service that embeds with `provider`'s `model`; what is omitted comes from the
+    effective settings (the active provider, its embedding model). Never a fallback chain.
+
+    Raises LLMConfigurationError naming the setting when no embedding model is configured.
+    """
+    effective = await load_effective_settings()
+    chosen = parse_provider(provider) if provider is not None else effective.provider
+    chosen_model = (model or "").strip() or _embedding_model(effective, chosen)
+    if not chosen_model:
+        raise no_embedding_model(PROVIDERS[chosen])
+    service = build_service(chosen, chosen_model, chosen_model)
+    return LLMServiceResult(service, chosen, chosen_model)
+
+
+def _embedding_model(effective: EffectiveLLMSettings, provider: LLMProvider) -> str | None:
+    model = effective.embedding_model_for(provider)
+    if model:
+        allow_model_labels([model])
+    return model
 
 
 def _with_fallbacks(effective: EffectiveLLMSettings) -> LLMServiceResult:
@@ -88,7 +120,7 @@ def _with_fallbacks(effective: EffectiveLLMSettings) -> LLMServiceResult:
             f"with PATCH /api/v1/llm-settings, or set {spec.env_prefix}_MODEL"
         )
     allow_model_labels([model])
-    chain = [build_service(primary, model)]
+    chain = [build_service(primary, model, _embedding_model(effective, primary))]
     for entry in effective.fallbacks:
         fallback_model = effective.model_for(entry.provider)
         if entry.provider not in PROVIDERS or entry.provider == primary or not fallback_model:

@@ -23,12 +23,14 @@ from app.services.llm.policy import check_model, may_call
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
+    Embeddings,
     LLMService,
     Message,
     ModelInfo,
     ModelT,
     StreamChunk,
 )
+from app.services.llm.tools import ToolChoice
 
 logger = logging.getLogger("app.services.llm")
 T = TypeVar("T")
@@ -152,6 +154,8 @@ class FallbackService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Completion:
         """One completion from the first provider that can answer."""
         return await self.run(
@@ -162,6 +166,8 @@ class FallbackService(PromptCalls):
                 response_format=response_format,
                 seed=seed,
                 stop=stop,
+                tools=tools,
+                tool_choice=tool_choice,
             )
         )
 
@@ -174,11 +180,13 @@ class FallbackService(PromptCalls):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
         """A stream from the first provider that can answer. It moves on only before the
         first text: once text reached the caller, a failure ends the stream with an error,
         never a switch to another provider mid-answer."""
-        record = CallRecord("stream")  # one usage record for the whole chain
+        record = CallRecord("tools_stream" if tools else "stream")  # one for the whole chain
         failure: BaseException | None = None
         try:
             chain = self.allowed_chain()
@@ -190,12 +198,14 @@ class FallbackService(PromptCalls):
                     response_format=response_format,
                     seed=seed,
                     stop=stop,
+                    tools=tools,
+                    tool_choice=tool_choice,
                     usage_record=record,
                 )
                 sent = False
                 try:
                     async for chunk in chunks:
-                        sent = sent or bool(chunk.text or chunk.reasoning)
+                        sent = sent or chunk.has_content
                         yield chunk
                     return
                 except LLMError as error:
@@ -217,6 +227,17 @@ class FallbackService(PromptCalls):
     async def context_length(self) -> int | None:
         """The first provider's model's context window."""
         return await self.primary.context_length()
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """The first provider's embeddings, never another's: vectors of different models
+        are not comparable, so a chain that moved on would mix them in one index."""
+        return await self.primary.embed(texts, model=model, dimensions=dimensions)
 
     def _moving_on(self, failed: ProviderService, to: ProviderService, error: LLMError) -> None:
         FALLBACKS.labels(failed.provider.value, to.provider.value, error.kind).inc()

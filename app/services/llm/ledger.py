@@ -7,6 +7,19 @@ that served the call (after fallback). The record is handed to the usage buffer 
 call ends: ok, failed (the error's kind) or cancelled (the caller went away). Nothing here
 touches the database; `app.services.usage_ledger` writes records in batches, off the call.
 
+A record's kind is the call's shape: `text`, `structured` (our validated structured output,
+its attempts summed), `stream`; a call whose caller asked the upstream for JSON with OpenAI's
+`response_format` (`json_object` or `json_schema`, on the facade: `set_json_reply`) is
+`json`, or `json_stream` when streamed; a call that offered tools is `tools` or
+`tools_stream` (whatever its `response_format`).
+
+Refusals: a call refused by the provider's service before any upstream was asked (missing
+credentials, a full queue) is a record like any failed call: its outcome names the refusal
+(`llm_configuration_error`, `llm_overloaded`), with no tokens. A model the upstream does not
+know is refused by the upstream itself: `llm_model_not_found`, no tokens. A request refused
+while its provider and model are still being chosen (an unknown provider, one without a key
+or a model, unreadable settings) made no call and leaves no record.
+
 Who called is a context variable set where the caller is authenticated (`set_caller`):
 library calls made outside a request have no caller.
 """
@@ -16,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cache
 
 from app.services.llm import policy
 from app.services.llm.errors import LLMError
@@ -46,6 +60,8 @@ under load would otherwise be promoted and rescanned by full collections."""
 
 _caller: ContextVar[Caller | None] = ContextVar("llm_caller", default=None)
 _open: ContextVar[CallRecord | None] = ContextVar("llm_call_record", default=None)
+_json_reply: ContextVar[bool] = ContextVar("llm_json_reply", default=False)
+JSON_KINDS = {"text": "json", "stream": "json_stream"}
 
 
 def set_caller(
@@ -58,6 +74,12 @@ def set_caller(
 def current_caller() -> Caller | None:
     """The caller of this context's LLM calls (None outside an authenticated request)."""
     return _caller.get()
+
+
+def set_json_reply() -> None:
+    """The LLM calls made from here on in this context (one request) ask the upstream for
+    JSON (`response_format`): their records' kind says so (`JSON_KINDS`)."""
+    _json_reply.set(True)
 
 
 @dataclass(slots=True)
@@ -75,6 +97,7 @@ class CallRecord:
     cost: float | None = None
     outcome: str = "cancelled"
     latency_ms: float = 0.0
+    json_reply: bool = field(default_factory=_json_reply.get)
     admitted: bool = False  # by the caller's policies (`policy.admit`)
     leases: list[tuple[str, str]] = field(default_factory=list)  # its streams' leases
 
@@ -101,13 +124,12 @@ class CallRecord:
             self.outcome = "cancelled"
         else:
             self.outcome = "internal_error"
-        self.kind = self.kind or "text"
+        kind = self.kind or "text"
+        self.kind = JSON_KINDS.get(kind, kind) if self.json_reply else kind
         self.latency_ms = (time.perf_counter() - self.started) * 1000
         if self.admitted:
             policy.settle(self)
-        from app.services.usage_ledger import submit  # the writer imports models and the db
-
-        submit(self.entry())
+        _sink()(self.entry())
 
     def entry(self) -> LedgerEntry:
         """The record as the buffer keeps it."""
@@ -125,6 +147,15 @@ class CallRecord:
             self.latency_ms,
             self.cost,
         )
+
+
+@cache
+def _sink() -> Callable[[LedgerEntry], None]:
+    # Imported on the first record, not with this module: the writer imports models and
+    # the db. Cached: an import statement per call costs more than the rest of `finish`.
+    from app.services.usage_ledger import submit
+
+    return submit
 
 
 def current_record() -> CallRecord | None:

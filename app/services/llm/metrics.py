@@ -15,7 +15,7 @@ MAX_MODEL_LABELS = 100
 
 REQUESTS = Counter(
     "llm_requests_total",
-    "LLM calls by provider, model, kind (complete|stream) and outcome (ok or error type)",
+    "LLM calls by provider, model, kind (complete|stream|embed) and outcome (ok or error type)",
     ["provider", "model", "kind", "outcome"],
 )
 LATENCY = Histogram(
@@ -34,6 +34,11 @@ TOKENS = Counter(
     "llm_tokens_total",
     "Tokens reported by upstreams, by direction (prompt|completion)",
     ["provider", "model", "direction"],
+)
+TOOL_CALLS = Counter(
+    "llm_tool_calls_total",
+    "Tool calls models asked for (never labelled by the function's name: callers choose it)",
+    ["provider", "model"],
 )
 STREAMS_IN_FLIGHT = Gauge("llm_streams_in_flight", "Streams being relayed now", ["provider"])
 
@@ -70,3 +75,9 @@ def record_call(
             TOKENS.labels(provider, label, "prompt").inc(usage.prompt_tokens)
         if usage.completion_tokens:
             TOKENS.labels(provider, label, "completion").inc(usage.completion_tokens)
+
+
+def record_tool_calls(provider: str, model: str, count: int) -> None:
+    """Count the tool calls one reply asked for."""
+    if count:
+        TOOL_CALLS.labels(provider, model_label(model)).inc(count)

@@ -21,20 +21,24 @@ SHOWN = 5  # names of offered models a warning suggests
 
 
 async def model_name_warnings(
-    models: Mapping[LLMProvider, str], *, deadline: float | None = None
+    models: Mapping[LLMProvider, str],
+    *,
+    deadline: float | None = None,
+    setting: str = "model",
 ) -> list[str]:
     """A warning for each model its provider does not offer (with up to five names it does)
     or that could not be checked (the provider unreachable, slow or unconfigured); each
-    provider gets `deadline` seconds (default CHECK_DEADLINE)."""
+    provider gets `deadline` seconds (default CHECK_DEADLINE). `setting` is the field the
+    names were saved in, per provider (`model`, `embedding_model`)."""
     deadline = CHECK_DEADLINE if deadline is None else deadline
     checked = [(provider, model) for provider, model in models.items() if provider in PROVIDERS]
-    found = await asyncio.gather(*(_warning(p, m, deadline) for p, m in checked))
+    found = await asyncio.gather(*(_warning(p, m, deadline, setting) for p, m in checked))
     return [warning for warning in found if warning is not None]
 
 
-async def _warning(provider: LLMProvider, model: str, deadline: float) -> str | None:
+async def _warning(provider: LLMProvider, model: str, deadline: float, setting: str) -> str | None:
     spec = PROVIDERS[provider]
-    saved = f"{provider.value}_model '{model}' was saved"
+    saved = f"{provider.value}_{setting} '{model}' was saved"
     try:
         async with asyncio.timeout(deadline):
             # Everything the provider offers, not only what is loaded: LM Studio's native

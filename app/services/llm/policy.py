@@ -159,7 +159,7 @@ async def admit(record: CallRecord, provider: str, model: str) -> None:
             refused = await get_counters().admit(reads, takes)
             if refused is not None:
                 raise _reached(*refusals[refused])
-        if record.kind == "stream":
+        if (record.kind or "").endswith("stream"):  # "stream", "tools_stream"
             await _lease_streams(record, caller)
     except RedisError as exc:  # fail closed: a limit that cannot be counted is not checked
         raise LLMPolicyStoreError(f"Policy limits cannot be checked: {exc}") from exc

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
 from app.core.config import LLMProvider
+
+if TYPE_CHECKING:
+    from app.services.llm.tools import ToolUse
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Message = dict[str, Any]  # an OpenAI-style chat message: {"role": ..., "content": ...}
@@ -30,10 +33,39 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function the model asks the caller to run: OpenAI's `tool_calls[i]`, whatever the
+    provider's wire said. `arguments` is a JSON object's text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's message shape (`{"id", "type": "function", "function"}`)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI streams it: the call's `index` in the
+    reply, its `id` and `name` on the first piece, then fragments of `arguments`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
-    """One finished reply: its text, any reasoning, why it stopped, what it cost, and which
-    provider and model answered (empty only inside a provider's wire, which the service
-    fills in)."""
+    """One finished reply: its text, any reasoning, the tools it asks to call, why it
+    stopped, what it cost, and which provider and model answered (empty only inside a
+    provider's wire, which the service fills in)."""
 
     text: str
     finish_reason: str | None = None
@@ -41,6 +73,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     provider: str = ""
     model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +87,12 @@ class StreamChunk:
     usage: Usage | None = None
     provider: str = ""
     model: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+    @property
+    def has_content(self) -> bool:
+        """Whether the chunk carries anything of the reply (text, reasoning, a tool call)."""
+        return bool(self.text or self.reasoning or self.tool_calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +111,14 @@ class Capabilities:
     """Discovery reports each model's context length."""
     loaded_state: bool = False
     """Discovery reports whether each model is loaded."""
+    tools: bool = True
+    """Tool calling (OpenAI's `tools`, Ollama's native `tools`, Bedrock's `toolConfig`)."""
+    forced_tool_choice: bool = True
+    """`tool_choice` "required" or a named function can be honoured (Ollama has none)."""
+    tool_use_listed: bool = False
+    """Discovery says whether each model was trained for tool use (LM Studio)."""
+    embeddings: bool = False
+    """Serves embeddings (`ProviderWire.embed`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +136,43 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
+    tools: Sequence[dict[str, Any]] | None = None
+    """OpenAI's `tools`: `[{"type": "function", "function": {"name", "description",
+    "parameters"}}]`, checked by the caller's side (`tools.py`)."""
+    tool_choice: str | dict[str, Any] | None = None
+    """OpenAI's `tool_choice`: "auto", "none", "required" or `{"type": "function",
+    "function": {"name": ...}}`."""
     attempt: int = 0
     """How many times this request was sent before. A wire resends at once over a pooled
     connection the server had closed only on the first attempt, so that a server hanging
     up on every request costs one extra request per call, not one per retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """Texts to embed in one upstream call (no more than the wire's `embedding_batch`)."""
+
+    model: str
+    texts: Sequence[str]
+    dimensions: int | None = None
+    """The vectors' length, for models that can shorten theirs (OpenAI's v3, Titan v2)."""
+    attempt: int = 0
+    """As `ChatRequest.attempt`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Vectors for texts, in the texts' order, with what they cost and who made them."""
+
+    vectors: list[list[float]]
+    usage: Usage = field(default_factory=Usage)
+    provider: str = ""
+    model: str = ""
+
+    @property
+    def dimensions(self) -> int:
+        """The length of each vector (0 when there are none)."""
+        return len(self.vectors[0]) if self.vectors else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +186,7 @@ class ModelInfo:
     publisher: str | None = None
     quantization: str | None = None
     structured_output: bool | None = None  # OpenRouter: `structured_outputs` is supported
+    tool_use: bool | None = None  # LM Studio: the model was trained for tool use
 
 
 class ProviderWire(Protocol):
@@ -139,6 +220,15 @@ class ProviderWire(Protocol):
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the upstream offers (one attempt: discovery should fail fast)."""
+        ...
+
+    def embedding_batch(self, model: str) -> int:
+        """How many texts one `embed` call of `model` may carry."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Vectors for `request.texts`, in order (one upstream call, or an LLMError;
+        LLMInvalidRequestError for what this upstream or model cannot do, e.g. dimensions)."""
         ...
 
 
@@ -199,6 +289,20 @@ class LLMService(Protocol):
         """The model's reply to `prompt`, validated as an instance of `response_model`."""
         ...
 
+    async def get_tool_calls(
+        self,
+        prompt: str,
+        tools: Sequence[type[BaseModel]],
+        *,
+        system: str | None = None,
+        tool_choice: str = "auto",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[ToolUse]:
+        """The tools the model asks to call for `prompt`, each call's arguments validated
+        as the tool's model (empty when it answered with text)."""
+        ...
+
     def stream_response(
         self,
         prompt: str,
@@ -219,8 +323,11 @@ class LLMService(Protocol):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> Completion:
-        """One chat completion over `messages`, with everything the upstream reported."""
+        """One chat completion over `messages`, with everything the upstream reported.
+        With `tools` (OpenAI's shape) the reply may carry `tool_calls` instead of text."""
         ...
 
     def stream_chunks(
@@ -232,6 +339,8 @@ class LLMService(Protocol):
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         stop: str | list[str] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """A completion as it arrives; the last chunk carries finish reason and usage.
         An empty chunk before the first text says that the upstream accepted the request."""
@@ -243,4 +352,15 @@ class LLMService(Protocol):
 
     async def context_length(self) -> int | None:
         """The model's context window, when the provider reports it."""
+        ...
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """Vectors for `texts`, in their order, from the provider's embedding model (or
+        `model`), with usage and who made them."""
         ...

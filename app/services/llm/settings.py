@@ -80,6 +80,7 @@ class SavedSettings:
     updated_at: datetime | None
     fallbacks: tuple[FallbackEntry, ...] = ()
     """Empty: the env default (LLM_FALLBACK_PROVIDERS) applies."""
+    embedding_models: dict[LLMProvider, str | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ class EffectiveLLMSettings:
     updated_at: datetime | None
     fallbacks: tuple[FallbackEntry, ...] = ()
     """The providers to try, in order, when the active one fails before answering."""
+    embedding_models: dict[LLMProvider, str | None] = dataclasses.field(default_factory=dict)
+    """Each provider's embedding model (`embed()`, POST /v1/embeddings)."""
 
     @property
     def model(self) -> str | None:
@@ -103,10 +106,20 @@ class EffectiveLLMSettings:
         """The model `provider` would use."""
         return self.models[provider]
 
+    def embedding_model_for(self, provider: LLMProvider) -> str | None:
+        """The embedding model `provider` would use."""
+        return self.embedding_models.get(provider)
+
 
 def env_model(settings: Settings, provider: LLMProvider) -> str | None:
     """A provider's fallback model from the environment (`<PROVIDER>_MODEL`)."""
     value = getattr(settings, f"{provider.value}_model", None)
+    return value if isinstance(value, str) and value else None
+
+
+def env_embedding_model(settings: Settings, provider: LLMProvider) -> str | None:
+    """A provider's embedding model from the environment (`<PROVIDER>_EMBEDDING_MODEL`)."""
+    value = getattr(settings, f"{provider.value}_embedding_model", None)
     return value if isinstance(value, str) and value else None
 
 
@@ -121,11 +134,13 @@ def env_fallbacks(settings: Settings) -> tuple[FallbackEntry, ...]:
 def combine(saved: SavedSettings | None, settings: Settings) -> EffectiveLLMSettings:
     """Overlay the saved row on the env defaults."""
     defaults = {provider: env_model(settings, provider) for provider in LLMProvider}
+    embedders = {provider: env_embedding_model(settings, provider) for provider in LLMProvider}
     fallbacks = (saved.fallbacks if saved is not None else ()) or env_fallbacks(settings)
     if saved is None:
         effective = EffectiveLLMSettings(settings.llm_provider, defaults, "environment", 0, None)
     else:
         models = {p: saved.models.get(p) or defaults[p] for p in LLMProvider}
+        embedders = {p: saved.embedding_models.get(p) or embedders[p] for p in LLMProvider}
         effective = EffectiveLLMSettings(
             saved.provider, models, "database", saved.version, saved.updated_at
         )
@@ -133,7 +148,7 @@ def combine(saved: SavedSettings | None, settings: Settings) -> EffectiveLLMSett
     chain = tuple(
         e for e in fallbacks if e.provider != effective.provider and e.provider in PROVIDERS
     )
-    return dataclasses.replace(effective, fallbacks=chain)
+    return dataclasses.replace(effective, fallbacks=chain, embedding_models=embedders)
 
 
 def _fallbacks_from_row(value: object) -> tuple[FallbackEntry, ...]:
@@ -165,7 +180,8 @@ def _snapshot(row: LLMSettings | None) -> SavedSettings | None:
         ) from exc
     models = {p: getattr(row, f"{p.value}_model", None) for p in LLMProvider}
     fallbacks = _fallbacks_from_row(row.fallback_providers)
-    return SavedSettings(provider, models, row.version, row.updated_at, fallbacks)
+    embedders = {p: getattr(row, f"{p.value}_embedding_model", None) for p in LLMProvider}
+    return SavedSettings(provider, models, row.version, row.updated_at, fallbacks, embedders)
 
 
 class _Cache:

@@ -139,6 +139,24 @@ async def test_a_model_the_provider_does_not_offer_is_saved_with_a_warning(
     assert all(name in warning for name in DEFAULT_MODELS)
 
 
+async def test_an_embedding_model_the_provider_does_not_offer_is_saved_with_a_warning(
+    client: httpx.AsyncClient, llm_env: LLMEnv, upstream: StandInServer, admin_headers: Headers
+) -> None:
+    response = await patch(
+        client,
+        admin_headers,
+        lmstudio_model=DEFAULT_MODELS[0],
+        lmstudio_embedding_model="nomic-embd",
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["lmstudio_embedding_model"] == "nomic-embd"
+    [warning] = body["warnings"]
+    assert warning.startswith(
+        "lmstudio_embedding_model 'nomic-embd' was saved, but LM Studio does not offer it"
+    )
+
+
 async def test_a_downloaded_model_that_is_not_loaded_needs_no_warning(
     client: httpx.AsyncClient, llm_env: LLMEnv, upstream: StandInServer, admin_headers: Headers
 ) -> None:

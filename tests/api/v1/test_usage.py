@@ -131,6 +131,77 @@ async def test_api_key_failed_and_cancelled_calls(
     assert rows[2].completion_tokens == 0
 
 
+async def test_facade_calls_asking_for_json_are_kind_json(
+    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, make_user: UserFactory
+) -> None:
+    user = await make_user()
+    json_schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
+    formats = [{"type": "json_object"}, json_schema, {"type": "text"}, None]
+    for response_format in formats:
+        for stream in (False, True):
+            upstream.reply_json({"name": "Oslo"})
+            body: dict[str, object] = {
+                "messages": [{"role": "user", "content": "a city"}],
+                "stream": stream,
+            }
+            if response_format is not None:
+                body["response_format"] = response_format
+            response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+            assert response.status_code == 200, response.text
+    rows = await rows_of(user.id, expect=2 * len(formats))
+    assert [(r.kind, r.outcome) for r in rows] == [
+        ("json", "ok"),
+        ("json_stream", "ok"),
+        ("json", "ok"),
+        ("json_stream", "ok"),
+        ("text", "ok"),
+        ("stream", "ok"),
+        ("text", "ok"),
+        ("stream", "ok"),
+    ]
+    sent = [r.json.get("response_format") for r in upstream.requests[-2 * len(formats) :]]
+    assert [f["type"] if f else None for f in sent] == ["json_schema"] * 4 + ["text"] * 2 + [
+        None
+    ] * 2
+
+
+@pytest.mark.usefixtures("no_aws_credentials")
+async def test_refused_calls_leave_a_row_naming_the_refusal_or_none(
+    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, make_user: UserFactory
+) -> None:
+    """See the ledger's docstring: a refusal by the service or the upstream is a row whose
+    outcome names it, with no tokens; a request refused while choosing its provider and
+    model made no call and leaves no row."""
+    user = await make_user()
+
+    async def chat(model: str) -> httpx.Response:
+        return await client.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            headers=user.headers,
+        )
+
+    assert (await chat("openai/gpt-4o")).status_code == 400  # no OPENAI_API_KEY: no call
+    asked = len(upstream.requests)
+    assert (await chat("lmstudio/no-such-model")).status_code == 404
+    assert len(upstream.requests) == asked + 1  # LM Studio is who says it does not know it
+    assert (await chat("bedrock/some-model")).status_code == 400  # no AWS credentials
+    rows = await rows_of(user.id, expect=2)
+    assert [(r.provider, r.model, r.outcome) for r in rows] == [
+        ("lmstudio", "no-such-model", "llm_model_not_found"),
+        ("bedrock", "some-model", "llm_configuration_error"),
+    ]
+    assert all(r.prompt_tokens == r.completion_tokens == 0 for r in rows)
+    report = (await _report(client, user, group_by="model")).json()
+    assert report["totals"] == {
+        "requests": 2,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "errors": 2,
+        "cost": None,
+    }
+
+
 async def _report(client: httpx.AsyncClient, user: AppUser, **params: str) -> httpx.Response:
     return await client.get("/api/v1/usage", params=params, headers=user.headers)
 

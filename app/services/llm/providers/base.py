@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from pydantic import SecretStr
 
 from app.core.config import LLMProvider, Settings
@@ -16,6 +18,7 @@ from app.services.llm.errors import (
     LLMConfigurationError,
     LLMConnectionError,
     LLMError,
+    LLMInvalidRequestError,
     LLMModelNotFoundError,
     LLMRateLimitError,
     LLMTimeoutError,
@@ -25,6 +28,8 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     ModelInfo,
     ProviderWire,
     StreamChunk,
@@ -108,6 +113,30 @@ class Wire:
     async def list_models(self) -> list[ModelInfo]:  # pragma: no cover
         """The models the upstream offers."""
         raise NotImplementedError
+
+    def embedding_batch(self, model: str) -> int:
+        """How many texts one `embed` call may carry."""
+        return 1
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:  # pragma: no cover
+        """Vectors for the texts (only for wires whose capabilities say `embeddings`)."""
+        raise NotImplementedError
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        """`body` as JSON, or an LLMInvalidRequestError when it cannot be sent as JSON."""
+        try:
+            return orjson.dumps(body)
+        except TypeError as exc:  # orjson's JSONEncodeError: a lone surrogate, or not JSON
+            if "surrogates not allowed" in str(exc):
+                raise LLMInvalidRequestError(
+                    "The request holds text that is not valid Unicode (a lone UTF-16 "
+                    "surrogate such as \\ud800): send well-formed text",
+                    provider=self.spec.provider,
+                ) from exc
+            raise LLMInvalidRequestError(
+                f"The request cannot be sent as JSON: {short_reason(str(exc))}",
+                provider=self.spec.provider,
+            ) from exc
 
     # ── the standard errors, each with what to do about it ──────────────────
 

@@ -1,5 +1,7 @@
 """AWS Bedrock: the Converse API (`converse`, `converse_stream`) through aiobotocore, and
 discovery on the control plane (foundation models and system-defined inference profiles).
+Embeddings through InvokeModel, in the body each family takes: Amazon Titan (one text per
+call: `inputText`, `dimensions` for v2) and Cohere Embed (up to 96 `texts` per call).
 
 aiobotocore and botocore are imported inside functions: importing this module stays cheap.
 """
@@ -35,14 +37,25 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     StreamChunk,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from app.services.llm.providers.base import ProviderSpec, Wire
 from app.services.llm.providers.clients import close_with_loop, connect_timeout
-from app.services.llm.providers.wire import short_reason, stale_connection
+from app.services.llm.providers.wire import short_reason, stale_connection, vector_of
+from app.services.llm.tools import (
+    MAX_TOOL_CALLS,
+    calls_in,
+    checked_call,
+    chosen_name,
+    parsed_arguments,
+)
 
 # Converse's native structured output (`outputConfig.textFormat`, a JSON Schema the reply is
 # decoded against) is documented for Claude Haiku 4.5, Sonnet 4.5, Opus 4.5 and Opus 4.6;
@@ -82,9 +95,11 @@ AUTH_CODES = frozenset(
 PERMISSIONS = {
     "converse": "bedrock:InvokeModel",
     "converse_stream": "bedrock:InvokeModelWithResponseStream",
+    "invoke_model": "bedrock:InvokeModel",
     "list_foundation_models": "bedrock:ListFoundationModels",
     "list_inference_profiles": "bedrock:ListInferenceProfiles",
 }
+_EMPTY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -93,6 +108,14 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+
+
+# Embedding families, matched in model ids, inference profiles ("us.cohere…") and ARNs alike.
+TITAN_EMBED = re.compile(r"amazon\.titan-embed-")
+TITAN_DIMENSIONS = re.compile(r"amazon\.titan-embed-text-v2")  # v1 has one size only
+COHERE_EMBED = re.compile(r"cohere\.embed-")
+COHERE_BATCH = 96  # Cohere Embed's limit on texts per call
+INPUT_COUNT_HEADER = "x-amzn-bedrock-input-token-count"
 
 
 def native_schema_supported(model_id: str) -> bool:
@@ -133,7 +156,7 @@ class BedrockWire(Wire):
     """One Converse call per attempt; errors as the standard LLMErrors."""
 
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, tool_forced_output=True
+        json_schema=True, json_object=True, tool_forced_output=True, embeddings=True
     )
     config: BedrockConfig
 
@@ -164,14 +187,18 @@ class BedrockWire(Wire):
             )
             if forced and tool_inputs:
                 text = json.dumps(tool_inputs[0], ensure_ascii=False)
+            calls = () if forced else _tool_calls(blocks)
             return Completion(
                 text=text,
                 finish_reason=_finish_reason(reply.get("stopReason"), forced),
                 reasoning=reasoning or None,
                 usage=_usage(reply.get("usage")) or Usage(),
+                tool_calls=calls,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise self.invalid_reply_error("a Converse reply of an unexpected shape") from exc
+        except ValueError as exc:
+            raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """ConverseStream's events as chunks (a forced tool's input deltas as text)."""
@@ -186,6 +213,7 @@ class BedrockWire(Wire):
         events = reply["stream"]
         stop_reason: str | None = None
         usage: Usage | None = None
+        calls = _StreamedCalls()
         try:
             yield StreamChunk()  # Bedrock accepted (200): the relay may start its reply
             iterator = aiter(events)
@@ -203,12 +231,26 @@ class BedrockWire(Wire):
                     stop_reason = event["messageStop"].get("stopReason") or "end_turn"
                 elif "metadata" in event:
                     usage = _usage(event["metadata"].get("usage"))
+                elif "contentBlockStart" in event and not forced:
+                    if (started := calls.start(event["contentBlockStart"])) is not None:
+                        yield StreamChunk(tool_calls=(started,))
+                elif "contentBlockStop" in event and not forced:
+                    if (closed := calls.stop(event["contentBlockStop"])) is not None:
+                        yield StreamChunk(tool_calls=(closed,))
                 elif "contentBlockDelta" in event:
-                    delta = event["contentBlockDelta"].get("delta", {})
-                    text = delta.get("text") or delta.get("toolUse", {}).get("input") or ""
+                    block = event["contentBlockDelta"]
+                    delta = block.get("delta", {})
+                    text = delta.get("text") or ""
+                    fragment = delta.get("toolUse", {}).get("input") or ""
                     reasoning = delta.get("reasoningContent", {}).get("text") or ""
+                    if forced:
+                        text = text or fragment  # the forced tool's input is the answer
+                    elif fragment and (piece := calls.fragment(block, fragment)) is not None:
+                        yield StreamChunk(tool_calls=(piece,))
                     if text or reasoning:
                         yield StreamChunk(text=text, reasoning=reasoning)
+        except ValueError as exc:  # only our reading of tool blocks raises it
+            raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
         finally:
             events.close()  # at once when the caller stops early; a no-op after the end
         if stop_reason is None:
@@ -250,6 +292,70 @@ class BedrockWire(Wire):
             arguments["nextToken"] = page["nextToken"]
         return models
 
+    # ── embeddings ───────────────────────────────────────────────────────────────
+
+    def embedding_batch(self, model: str) -> int:
+        """Cohere Embed takes 96 texts per call; Titan one."""
+        return COHERE_BATCH if COHERE_EMBED.search(model) else 1
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One InvokeModel call in the model family's own body; the tokens from the
+        `X-Amzn-Bedrock-Input-Token-Count` header (Titan also says `inputTextTokenCount`)."""
+        model = request.model
+        if COHERE_EMBED.search(model):
+            if request.dimensions is not None:
+                raise self._no_dimensions(model)
+            body: dict[str, Any] = {"texts": list(request.texts), "input_type": "search_document"}
+        elif TITAN_EMBED.search(model):
+            body = {"inputText": request.texts[0]}
+            if request.dimensions is not None:
+                if not TITAN_DIMENSIONS.search(model):
+                    raise self._no_dimensions(model)
+                body["dimensions"] = request.dimensions
+        else:
+            raise LLMInvalidRequestError(
+                f"{self.spec.display_name} model '{model}' is not an embedding model this "
+                "gateway can call: use an Amazon Titan (amazon.titan-embed-text-v2:0) or "
+                "Cohere Embed (cohere.embed-english-v3) model",
+                provider=self.spec.provider,
+            )
+        clients = await self._clients()
+        arguments = {
+            "modelId": model,
+            "body": self.encode(body),
+            "contentType": "application/json",
+            "accept": "application/json",
+        }
+        reply = await self._call(
+            clients.runtime.invoke_model, "invoke_model", arguments, resend=not request.attempt
+        )
+        try:
+            answer = json.loads(await reply["body"].read())
+        except Exception as exc:
+            raise self._failure(exc, "invoke_model", model) from exc
+        found = answer.get("embeddings") if isinstance(answer, dict) else None
+        if isinstance(found, dict):  # Cohere asked for `embedding_types` answers by type
+            found = found.get("float")
+        if isinstance(answer, dict) and "embedding" in answer:
+            found = [answer["embedding"]]
+        vectors = [vector_of(item) for item in found] if isinstance(found, list) else []
+        if len(vectors) != len(request.texts) or any(v is None for v in vectors):
+            raise self.invalid_reply_error(
+                f"{len(vectors)} embeddings for {len(request.texts)} inputs, or one that is "
+                "not a list of numbers"
+            )
+        headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        counted = headers.get(INPUT_COUNT_HEADER) or answer.get("inputTextTokenCount")
+        tokens = int(counted) if str(counted).isdigit() else 0
+        return Embeddings([v for v in vectors if v is not None], Usage(prompt_tokens=tokens))
+
+    def _no_dimensions(self, model: str) -> LLMInvalidRequestError:
+        return LLMInvalidRequestError(
+            f"{self.spec.display_name} model '{model}' does not take `dimensions` (Amazon "
+            "Titan Text Embeddings v2 does: 256, 512 or 1024); send the request without it",
+            provider=self.spec.provider,
+        )
+
     # ── the request ──────────────────────────────────────────────────────────────
 
     def _arguments(self, request: ChatRequest) -> tuple[dict[str, Any], bool]:
@@ -269,7 +375,51 @@ class BedrockWire(Wire):
             inference["stopSequences"] = stop
         if inference:
             arguments["inferenceConfig"] = inference
-        return arguments, _structured(request.response_format, arguments)
+        forced = _structured(request.response_format, arguments)
+        if request.tools:
+            if forced:
+                raise LLMInvalidRequestError(
+                    f"{self.spec.display_name} answers JSON through a forced tool for model "
+                    f"{arguments['modelId']}: send either `tools` or a JSON `response_format`",
+                    provider=self.spec.provider,
+                )
+            self._tool_config(request, messages, arguments)
+        return arguments, forced
+
+    def _tool_config(
+        self, request: ChatRequest, messages: list[dict[str, Any]], arguments: dict[str, Any]
+    ) -> None:
+        """Converse's `toolConfig` for OpenAI's tools and tool_choice ("required" is `any`,
+        a named function `tool`). Converse has no "none": the tools are left out, which it
+        allows only in a conversation without tool blocks."""
+        assert request.tools is not None
+        if request.tool_choice == "none":
+            if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+                raise LLMInvalidRequestError(
+                    f"{self.spec.display_name} has no tool_choice `none` (model "
+                    f"{arguments['modelId']}), and a conversation holding tool calls must "
+                    "offer the tools: send `auto`",
+                    provider=self.spec.provider,
+                )
+            return
+        specs = []
+        for tool in request.tools:
+            function = tool["function"]
+            spec: dict[str, Any] = {
+                "name": function["name"],
+                "inputSchema": {"json": function.get("parameters") or _EMPTY_OBJECT},
+            }
+            if function.get("description"):
+                spec["description"] = function["description"]
+            specs.append({"toolSpec": spec})
+        config: dict[str, Any] = {"tools": specs}
+        if request.tool_choice == "required":
+            config["toolChoice"] = {"any": {}}
+        elif (name := chosen_name(request.tool_choice)) is not None:
+            config["toolChoice"] = {"tool": {"name": name}}
+        elif request.tool_choice == "auto":
+            config["toolChoice"] = {"auto": {}}
+        arguments["toolConfig"] = config
 
     # ── clients ──────────────────────────────────────────────────────────────────
 
@@ -447,7 +597,7 @@ class BedrockWire(Wire):
             access = (
                 f", and access to model '{model}' must be granted in the Bedrock console "
                 f"(Model access) in {self.config.region}"
-                if operation.startswith("converse")
+                if operation.startswith(("converse", "invoke"))
                 else ""
             )
             return LLMConfigurationError(
@@ -488,21 +638,91 @@ def converse_messages(
     turns: list[dict[str, Any]] = []
     for message in messages:
         text = _text_of(message.get("content"))
-        if not text.strip():
-            continue
         role = message.get("role")
+        blocks: list[dict[str, Any]] = [{"text": text}] if text.strip() else []
+        if role == "tool":
+            # A tool's result is a user turn's toolResult block (Converse's shape).
+            result: dict[str, Any] = {"text": text} if text.strip() else {"json": {}}
+            use_id = str(message.get("tool_call_id", ""))
+            blocks = [{"toolResult": {"toolUseId": use_id, "content": [result]}}]
+        elif role == "assistant":
+            blocks += [
+                {
+                    "toolUse": {
+                        "toolUseId": str(call.get("id", "")),
+                        "name": str(_dict(call.get("function")).get("name", "")),
+                        "input": parsed_arguments(call),
+                    }
+                }
+                for call in calls_in(message)
+            ]
+        if not blocks:
+            continue
         if role in ("system", "developer"):
             system.append({"text": text})
         elif turns and turns[-1]["role"] == ("assistant" if role == "assistant" else "user"):
-            turns[-1]["content"].append({"text": text})
+            turns[-1]["content"].extend(blocks)
         else:
             turns.append(
-                {
-                    "role": "assistant" if role == "assistant" else "user",
-                    "content": [{"text": text}],
-                }
+                {"role": "assistant" if role == "assistant" else "user", "content": blocks}
             )
     return system, turns
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_calls(blocks: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
+    """The toolUse blocks of a Converse reply as tool calls; ValueError for a malformed one."""
+    uses = [block["toolUse"] for block in blocks if "toolUse" in block]
+    return tuple(
+        checked_call(
+            _dict(use).get("toolUseId"),
+            _dict(use).get("name"),
+            _dict(use).get("input"),
+            f"toolUse {i}",
+        )
+        for i, use in enumerate(uses)
+    )
+
+
+class _StreamedCalls:
+    """ConverseStream's tool blocks as OpenAI's streamed tool calls: a contentBlockStart
+    opens call N (its id and name), each delta's `toolUse.input` is a fragment of its
+    arguments, and a call whose input stayed empty gets `{}` at its contentBlockStop."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}  # contentBlockIndex → the call's index
+        self.filled: set[int] = set()
+
+    def start(self, event: dict[str, Any]) -> ToolCallDelta | None:
+        use = _dict(_dict(event.get("start")).get("toolUse"))
+        if not use:
+            return None
+        name, use_id = use.get("name"), use.get("toolUseId")
+        if (
+            not isinstance(name, str)
+            or not isinstance(use_id, str)
+            or len(self.index) >= MAX_TOOL_CALLS
+        ):
+            raise ValueError("a toolUse block without a name and an id")
+        call = checked_call(use_id, name, "", f"toolUse {len(self.index)}")
+        index = self.index[event.get("contentBlockIndex", -1)] = len(self.index)
+        return ToolCallDelta(index, call.id, call.name)
+
+    def fragment(self, event: dict[str, Any], text: str) -> ToolCallDelta | None:
+        index = self.index.get(event.get("contentBlockIndex", -1))
+        if index is None:
+            raise ValueError("tool input for a block that is no toolUse")
+        self.filled.add(index)
+        return ToolCallDelta(index, arguments=text)
+
+    def stop(self, event: dict[str, Any]) -> ToolCallDelta | None:
+        index = self.index.get(event.get("contentBlockIndex", -1))
+        if index is None or index in self.filled:
+            return None
+        return ToolCallDelta(index, arguments="{}")
 
 
 def _text_of(content: object) -> str:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import aiohttp
-import orjson
 
-from app.services.llm.errors import LLMError, LLMInvalidRequestError
+from app.services.llm.errors import LLMError
 from app.services.llm.providers.base import Wire
 from app.services.llm.providers.clients import pooled_session
-from app.services.llm.providers.wire import short_reason, stale_connection
+from app.services.llm.providers.wire import stale_connection
 
 logger = logging.getLogger("app.services.llm")
 MAX_BODY = 64 * 1024 * 1024  # a whole non-streamed reply
@@ -45,22 +43,6 @@ class HttpWire(Wire):
             self.default_headers(),
             proxy_from_env=self.proxy_from_env,
         )
-
-    def encode(self, body: dict[str, Any]) -> bytes:
-        """`body` as JSON, or an LLMInvalidRequestError when it cannot be sent as JSON."""
-        try:
-            return orjson.dumps(body)
-        except TypeError as exc:  # orjson's JSONEncodeError: a lone surrogate, or not JSON
-            if "surrogates not allowed" in str(exc):
-                raise LLMInvalidRequestError(
-                    "The request holds text that is not valid Unicode (a lone UTF-16 "
-                    "surrogate such as \\ud800): send well-formed text",
-                    provider=self.spec.provider,
-                ) from exc
-            raise LLMInvalidRequestError(
-                f"The request cannot be sent as JSON: {short_reason(str(exc))}",
-                provider=self.spec.provider,
-            ) from exc
 
     async def request(
         self,

@@ -25,8 +25,15 @@ class LMStudioWire(OpenAIWire):
     # json_object: LM Studio itself answers it with a 400 (the ladder steps down a rung on
     # that), but llama.cpp's server and others behind this provider support it.
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, context_length=True, loaded_state=True
+        json_schema=True,
+        json_object=True,
+        context_length=True,
+        loaded_state=True,
+        tool_use_listed=True,
+        embeddings=True,
     )
+    # LM Studio's /v1/embeddings answers with the model's own size whatever is asked.
+    embedding_dimensions = False
 
     def api_key(self) -> str:
         """LMSTUDIO_API_KEY when LM Studio requires authentication; else a placeholder."""
@@ -118,6 +125,10 @@ def _models_v1(body: object) -> list[ModelInfo] | None:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
             continue
         quantization = item.get("quantization")
+        capabilities = item.get("capabilities")
+        trained = (
+            capabilities.get("trained_for_tool_use") if isinstance(capabilities, dict) else None
+        )
         found.append(
             ModelInfo(
                 id=item["key"],
@@ -128,6 +139,7 @@ def _models_v1(body: object) -> list[ModelInfo] | None:
                 quantization=_text(quantization, "name")
                 if isinstance(quantization, dict)
                 else None,
+                tool_use=trained if isinstance(trained, bool) else None,
             )
         )
     return found
@@ -147,6 +159,9 @@ def _models_v0(body: object) -> list[ModelInfo] | None:
             max_context_length=_number(item, "max_context_length"),
             publisher=_text(item, "publisher"),
             quantization=_text(item, "quantization"),
+            tool_use="tool_use" in item["capabilities"]
+            if isinstance(item.get("capabilities"), list)
+            else None,
         )
         for item in data
         if isinstance(item, dict)

@@ -1,4 +1,5 @@
-"""Ollama, spoken to with its native API (`/api/chat`, `/api/tags`, `/api/ps`, `/api/show`).
+"""Ollama, spoken to with its native API (`/api/chat`, `/api/embed`, `/api/tags`, `/api/ps`,
+`/api/show`).
 
 Not its OpenAI-compatible `/v1`: that one cannot set the context size (`num_ctx`) and sends
 temperature 1.0 when the caller asked for none. Replies stream as NDJSON, one JSON object
@@ -23,9 +24,12 @@ from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
     Completion,
+    EmbeddingRequest,
+    Embeddings,
     Message,
     ModelInfo,
     StreamChunk,
+    ToolCall,
     Usage,
 )
 from app.services.llm.providers.base import ProviderSpec, needs_no_credentials, no_key
@@ -37,18 +41,34 @@ from app.services.llm.providers.http import (
     read_bounded,
     seconds,
 )
-from app.services.llm.providers.wire import short_reason
+from app.services.llm.providers.wire import short_reason, vector_of
+from app.services.llm.tools import (
+    MAX_TOOL_CALLS,
+    call_names,
+    calls_in,
+    checked_call,
+    parsed_arguments,
+    whole_call_deltas,
+)
 
 MAX_LINE = 1024 * 1024  # one NDJSON line of a stream; Ollama's are a token or two
 SHOW_LIMIT = 20  # `/api/show` calls per discovery (one per model, for its context length)
 SHOW_TIMEOUT = 10.0
+EMBEDDING_BATCH = 512  # texts per /api/embed: a slow machine's reply stays within the timeout
 
 
 class OllamaWire(HttpWire):
     """One attempt at a time against an Ollama server's native API."""
 
+    # Ollama's API has no `tool_choice`: "required" and a named function are refused with
+    # a 400 (check_tools_supported) rather than sent as a wish the model may ignore.
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, context_length=True, loaded_state=True
+        json_schema=True,
+        json_object=True,
+        context_length=True,
+        loaded_state=True,
+        forced_tool_choice=False,
+        embeddings=True,
     )
 
     def __init__(self, spec: ProviderSpec, config: ProviderConfig) -> None:
@@ -71,12 +91,15 @@ class OllamaWire(HttpWire):
         if "error" in reply:
             raise self.invalid_reply_error(f"an error: {short_reason(str(reply['error']))}")
         message = _dict(reply.get("message"))
+        calls = self._tool_calls(message)
+        finish = _text(reply, "done_reason") or ("stop" if reply.get("done") else None)
         return Completion(
             text=_text(message, "content"),
-            finish_reason=_text(reply, "done_reason") or ("stop" if reply.get("done") else None),
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
             reasoning=_text(message, "thinking") or None,
             usage=_usage(reply),
             model=_text(reply, "model"),
+            tool_calls=calls,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -85,6 +108,7 @@ class OllamaWire(HttpWire):
         body = self._chat_body(request, True)
         response = await self._send("POST", "/api/chat", body, model, resend=not request.attempt)
         finished = False
+        called = 0
         try:
             yield StreamChunk()  # Ollama accepted (200): the relay may start its reply
             async with aclosing(self._lines(response)) as lines:
@@ -94,12 +118,16 @@ class OllamaWire(HttpWire):
                         raise self.stream_error(str(item["error"]))
                     message = _dict(item.get("message"))
                     text, thinking = _text(message, "content"), _text(message, "thinking")
-                    if text or thinking:
-                        yield StreamChunk(text=text, reasoning=thinking)
+                    # Ollama streams each tool call whole: one delta per call, numbered on.
+                    calls = whole_call_deltas(self._tool_calls(message), called)
+                    called += len(calls)
+                    if text or thinking or calls:
+                        yield StreamChunk(text=text, reasoning=thinking, tool_calls=calls)
                     if item.get("done") is True:
                         finished = True
+                        finish = _text(item, "done_reason") or "stop"
                         yield StreamChunk(
-                            finish_reason=_text(item, "done_reason") or "stop",
+                            finish_reason="tool_calls" if called and finish == "stop" else finish,
                             usage=_usage(item),
                             model=_text(item, "model"),
                         )
@@ -122,11 +150,14 @@ class OllamaWire(HttpWire):
             "stop": stop,
             "num_ctx": self.num_ctx,
         }
+        names = call_names(request.messages)
         body: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": [self._message(message) for message in request.messages],
+            "messages": [self._message(message, names) for message in request.messages],
             "stream": stream,
         }
+        if request.tools and request.tool_choice != "none":  # "none": the model sees no tools
+            body["tools"] = list(request.tools)
         # Unset options are left out, so that the model's own defaults apply.
         if sent := {name: value for name, value in options.items() if value is not None}:
             body["options"] = sent
@@ -136,10 +167,51 @@ class OllamaWire(HttpWire):
             body["format"] = format_
         return body
 
-    def _message(self, message: Message) -> dict[str, Any]:
+    def _tool_calls(self, message: dict[str, Any]) -> tuple[ToolCall, ...]:
+        """A reply message's `tool_calls` (arguments as an object; an id since Ollama 0.12)."""
+        calls = message.get("tool_calls")
+        if calls is None:
+            return ()
+        try:
+            if not isinstance(calls, list) or len(calls) > MAX_TOOL_CALLS:
+                raise ValueError(f"`tool_calls` that is not a list of at most {MAX_TOOL_CALLS}")
+            return tuple(
+                checked_call(
+                    _dict(call).get("id"),
+                    _dict(_dict(call).get("function")).get("name"),
+                    _dict(_dict(call).get("function")).get("arguments"),
+                    f"tool_calls[{index}]",
+                )
+                for index, call in enumerate(calls)
+            )
+        except ValueError as exc:
+            raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
+
+    def _message(self, message: Message, names: dict[str, str]) -> dict[str, Any]:
         """An OpenAI-style message in Ollama's shape: content is a string, images a list of
-        base64 strings."""
+        base64 strings, a tool call's arguments an object, a tool result names its function
+        (`tool_name`) where OpenAI's names the call's id."""
         content = message.get("content")
+        if message.get("role") == "tool":
+            text = content if isinstance(content, str) else _joined_text(content)
+            answer = {"role": "tool", "content": text}
+            name = names.get(str(message.get("tool_call_id")))
+            return {**answer, "tool_name": name} if name else answer
+        if calls := calls_in(message):
+            text = content if isinstance(content, str) else _joined_text(content)
+            return {
+                "role": message.get("role"),
+                "content": text,
+                "tool_calls": [
+                    {
+                        "function": {
+                            "name": _dict(call.get("function")).get("name"),
+                            "arguments": parsed_arguments(call),
+                        }
+                    }
+                    for call in calls
+                ],
+            }
         if not isinstance(content, list):
             return {"role": message.get("role"), "content": content or ""}
         texts: list[str] = []
@@ -163,6 +235,40 @@ class OllamaWire(HttpWire):
         return result
 
     # ── discovery ───────────────────────────────────────────────────────────
+
+    # ── embeddings ──────────────────────────────────────────────────────────
+
+    def embedding_batch(self, model: str) -> int:
+        """Texts per `/api/embed` call."""
+        return EMBEDDING_BATCH
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """`/api/embed` with the texts as `input`: `embeddings` in input order, the tokens
+        read as `prompt_eval_count`. `dimensions` goes to models that can shorten their
+        vectors (Ollama refuses it for the others)."""
+        body: dict[str, Any] = {"model": request.model, "input": list(request.texts)}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if self.num_ctx is not None:
+            body["options"] = {"num_ctx": self.num_ctx}
+        if self.keep_alive is not None:
+            body["keep_alive"] = _keep_alive(self.keep_alive)
+        response = await self._send(
+            "POST", "/api/embed", body, request.model, resend=not request.attempt
+        )
+        reply = self._object(await self.read(response))
+        listed = reply.get("embeddings")
+        vectors = [vector_of(item) for item in listed] if isinstance(listed, list) else []
+        if len(vectors) != len(request.texts) or any(v is None for v in vectors):
+            raise self.invalid_reply_error(
+                f"{len(vectors)} embeddings for {len(request.texts)} inputs, or one that is "
+                "not a list of numbers"
+            )
+        return Embeddings(
+            [v for v in vectors if v is not None],
+            usage=Usage(prompt_tokens=_int(reply.get("prompt_eval_count")) or 0),
+            model=_text(reply, "model"),
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """Downloaded models (`/api/tags`), whether each is loaded (`/api/ps`), and context
@@ -308,6 +414,14 @@ def _usage(item: dict[str, Any]) -> Usage:
     return Usage(
         prompt_tokens=_int(item.get("prompt_eval_count")) or 0,
         completion_tokens=_int(item.get("eval_count")) or 0,
+    )
+
+
+def _joined_text(content: object) -> str:
+    """The text parts of a message's content list, joined (a tool result has no images)."""
+    parts = content if isinstance(content, list) else []
+    return "\n".join(
+        _text(_dict(part), "text") for part in parts if _dict(part).get("type") == "text"
     )
 
 

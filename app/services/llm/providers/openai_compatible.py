@@ -18,8 +18,17 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.services.llm.errors import LLMError
-from app.services.llm.protocol import ChatRequest, Completion, ModelInfo, StreamChunk, Usage
+from app.services.llm.errors import LLMError, LLMInvalidRequestError
+from app.services.llm.protocol import (
+    Capabilities,
+    ChatRequest,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    ModelInfo,
+    StreamChunk,
+    Usage,
+)
 from app.services.llm.providers.clients import connect_timeout
 from app.services.llm.providers.http import TRANSPORT_FAILURES, HttpWire, drain, seconds
 from app.services.llm.providers.wire import (
@@ -30,9 +39,15 @@ from app.services.llm.providers.wire import (
     short_reason,
     text_of,
     usage_of,
+    vector_of,
 )
+from app.services.llm.tools import openai_tool_call_deltas, openai_tool_calls
 
 MAX_LINE = 1024 * 1024  # one line of a stream's SSE; a chunk carries a token or a few
+# Inputs per embeddings request (OpenAI allows 2,048): 2,048 vectors of 1,536 floats are a
+# 59 MiB reply that takes ~0.4 s of CPU to read and re-encode, in one piece on the event
+# loop; 3,072 floats would pass MAX_BODY. 256 keeps a reply under ~15 MiB.
+EMBEDDING_BATCH = 256
 _STREAM_ERROR = "An error occurred during streaming"  # an `error` event without a message
 
 
@@ -50,8 +65,11 @@ class UpstreamRefused(Exception):
 class OpenAIWire(HttpWire):
     """OpenAI's chat-completions wire."""
 
+    capabilities: Capabilities = Capabilities(embeddings=True)
     # As the `openai` SDK did before (Ollama's own client never did).
     proxy_from_env = True
+    embedding_dimensions = True
+    """Whether the upstream takes `dimensions` on an embeddings request."""
 
     def api_key(self) -> str:
         """The key sent as Bearer; upstreams without auth get a placeholder."""
@@ -79,6 +97,10 @@ class OpenAIWire(HttpWire):
             body["seed"] = request.seed
         if request.stop is not None:
             body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         return body
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -93,12 +115,17 @@ class OpenAIWire(HttpWire):
             raise self.not_a_completion(response)
         message = part_of(choice, "message")
         answered_by = response.get("model") if isinstance(response, dict) else None
+        try:
+            tool_calls = openai_tool_calls(message)
+        except ValueError as exc:
+            raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
         return Completion(
             text=text_of(message),
             finish_reason=finish_reason_of(choice),
             reasoning=reasoning_of(message),
             usage=self.usage_in(response) or Usage(),
             model=answered_by if isinstance(answered_by, str) else "",
+            tool_calls=tool_calls,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -141,9 +168,13 @@ class OpenAIWire(HttpWire):
                     finish_reason = finish_reason_of(choice) or finish_reason
                     delta = part_of(choice, "delta")
                     text, reasoning = text_of(delta), reasoning_of(delta) or ""
-                    if text or reasoning:
+                    try:
+                        calls = openai_tool_call_deltas(delta)
+                    except ValueError as exc:
+                        raise self.invalid_reply_error(f"a malformed tool call ({exc})") from None
+                    if text or reasoning or calls:
                         sent += 1
-                        yield StreamChunk(text=text, reasoning=reasoning)
+                        yield StreamChunk(text=text, reasoning=reasoning, tool_calls=calls)
                 if finished:
                     break
             else:
@@ -161,6 +192,42 @@ class OpenAIWire(HttpWire):
                 response.close()
         if finish_reason is not None:
             yield StreamChunk(finish_reason=finish_reason, usage=usage, model=answered_by)
+
+    def embedding_batch(self, model: str) -> int:
+        """Inputs per embeddings request."""
+        return EMBEDDING_BATCH
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """`POST /embeddings` with every text as one `input` list; vectors in input order."""
+        body: dict[str, Any] = {"model": request.model, "input": list(request.texts)}
+        if request.dimensions is not None:
+            if not self.embedding_dimensions:
+                raise LLMInvalidRequestError(
+                    f"{self.spec.display_name} does not take `dimensions`: send the request "
+                    "without it (the model's own size is used)",
+                    provider=self.spec.provider,
+                )
+            body["dimensions"] = request.dimensions
+        response = await self.call("POST", "/embeddings", body, resend=not request.attempt)
+        self.check_reply(response)
+        data = response.get("data") if isinstance(response, dict) else None
+        if not isinstance(data, list):
+            if isinstance(response, dict) and isinstance(response.get("error"), str):
+                raise self.not_a_completion(response)  # LM Studio's "Unexpected endpoint"
+            raise self.invalid_reply_error("a reply that is not a list of embeddings")
+        ordered = sorted((item for item in data if isinstance(item, dict)), key=_index)
+        vectors = [vector_of(item.get("embedding")) for item in ordered]
+        if len(vectors) != len(request.texts) or any(v is None for v in vectors):
+            raise self.invalid_reply_error(
+                f"{len(vectors)} embeddings for {len(request.texts)} inputs, or one that is "
+                "not a list of numbers"
+            )
+        answered_by = response.get("model") if isinstance(response, dict) else None
+        return Embeddings(
+            [v for v in vectors if v is not None],
+            usage=self.usage_in(response) or Usage(),
+            model=answered_by if isinstance(answered_by, str) else "",
+        )
 
     def check_event(self, event: object) -> None:
         """Raise for an event that reports an error inside a 200 stream (OpenRouter)."""
@@ -280,6 +347,11 @@ class OpenAIWire(HttpWire):
     def translate_status(self, status: int, message: str, retry_after: float | None) -> LLMError:
         """The LLMError for an HTTP error status; providers add their own cases first."""
         return self.status_error(status, message, retry_after=retry_after)
+
+
+def _index(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if isinstance(index, int) else 0
 
 
 class SSEDecoder:

@@ -36,7 +36,7 @@ class OpenRouterWire(OpenAIWire):
     """OpenRouter's chat-completions API: OpenAI's wire plus routing, errors and discovery."""
 
     capabilities: Capabilities = Capabilities(
-        json_schema=True, json_object=True, context_length=True
+        json_schema=True, json_object=True, context_length=True, embeddings=True
     )
 
     def extra_headers(self) -> dict[str, str] | None:

@@ -46,6 +46,17 @@ def reasoning_of(part: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def vector_of(value: object) -> list[float] | None:
+    """An embedding as a list of numbers, or None when `value` is not one."""
+    if not isinstance(value, list) or not value:
+        return None
+    for number in value:
+        kind = type(number)
+        if kind is not float and kind is not int:
+            return None
+    return value
+
+
 def finish_reason_of(choice: dict[str, Any]) -> str | None:
     reason = choice.get("finish_reason")
     return reason if isinstance(reason, str) else None

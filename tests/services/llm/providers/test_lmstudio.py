@@ -320,6 +320,7 @@ async def test_discovery_reads_the_rest_api_v1_with_not_loaded_models(
         max_context_length=131072,
         publisher="lmstudio-community",
         quantization="Q4_K_M",
+        tool_use=True,
     )
     assert by_id["codellama-7b"].state == "not-loaded"
 
