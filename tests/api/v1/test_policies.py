@@ -309,3 +309,30 @@ async def test_an_unreachable_redis_refuses_limited_calls_with_503_and_spares_th
     assert "hunter2" not in refused.text
     unlimited = await client.post("/v1/chat/completions", json=CHAT, headers=user.headers)
     assert unlimited.status_code == 200, unlimited.text
+
+
+async def test_embeddings_are_held_to_the_allow_list_and_the_request_limit(
+    client: httpx.AsyncClient,
+    make_user: UserFactory,
+    admin_headers: Headers,
+    llm_env: LLMEnv,
+    upstream: StandInServer,
+) -> None:
+    embedder = "text-embedding-nomic-embed-text-v1.5"
+    upstream.set_models([LOCAL, embedder])
+    llm_env.set(lmstudio_model=LOCAL, lmstudio_embedding_model=embedder)
+    user = await make_user()
+    key = await _key(client, user)
+    body = {"model": "default", "input": ["a", "b"], "encoding_format": "float"}
+    await _set_key_policy(client, admin_headers, key, {"allowed_models": [f"lmstudio/{LOCAL}"]})
+    refused = await client.post("/v1/embeddings", json=body, headers=_bearer(key))
+    assert refused.status_code == 403, refused.text
+    assert f"lmstudio/{embedder}" in refused.text
+    assert upstream.embeddings_requests == []
+    policy = {"allowed_models": ["lmstudio/*"], "requests_per_minute": 1}
+    await _set_key_policy(client, admin_headers, key, policy)
+    served = await client.post("/v1/embeddings", json=body, headers=_bearer(key))
+    assert served.status_code == 200, served.text
+    limited = await client.post("/v1/embeddings", json=body, headers=_bearer(key))
+    assert limited.status_code == 429, limited.text
+    assert "retry-after" in limited.headers
