@@ -15,8 +15,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     EmailStr,
+    StrictInt,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from sqlmodel import Field, SQLModel
@@ -95,6 +97,58 @@ Email = Annotated[
     WithJsonSchema({"type": "string", "format": "idn-email", "maxLength": MAX_EMAIL_LENGTH}),
 ]
 
+# ── policies ─────────────────────────────────────────────────────────────────
+
+MAX_POLICY_MODELS = 200
+MAX_POLICY_LIMIT = 1_000_000_000
+PolicyLimit = Annotated[StrictInt, Field(ge=1, le=MAX_POLICY_LIMIT)]
+PolicyModel = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    NO_CONTROL_CHARACTERS,
+]
+
+
+class Policy(SQLModel):
+    """What an API key or a user may call, and how much (null: no limit).
+
+    `allowed_models` entries: "<provider>/<model>" (that provider's model), "<provider>/*"
+    (any model of that provider) or "<model>" (a model of that name at any provider).
+    """
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    allowed_models: list[PolicyModel] | None = Field(
+        default=None, max_length=MAX_POLICY_MODELS, description="null: any model"
+    )
+    requests_per_minute: PolicyLimit | None = None
+    tokens_per_minute: PolicyLimit | None = None
+    tokens_per_day: PolicyLimit | None = None
+    max_concurrent_streams: PolicyLimit | None = None
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _entries(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for entry in value:
+            model = entry.partition("/")[2] if "/" in entry else entry
+            if entry == "*" or (model == "*" and entry.partition("/")[0] not in _PROVIDERS):
+                raise ValueError(f"{entry[:50]!r}: a wildcard must follow a provider's name")
+        return list(dict.fromkeys(value))
+
+
+_PROVIDERS = frozenset(p.value for p in LLMProvider)
+
+
+class PolicyUpdate(SQLModel):
+    """`PATCH` body: the new policy, or null to remove it."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    policy: Policy | None
+
+
 # ── users ────────────────────────────────────────────────────────────────────
 
 
@@ -115,6 +169,7 @@ class UserUpdate(SQLModel):
     password: PlainText | None = Field(default=None, min_length=8, max_length=128)
     is_active: bool | None = None
     is_superuser: bool | None = None
+    policy: Policy | None = Field(default=None, description="null: no policy")
 
     @model_validator(mode="after")
     def _required_columns_are_not_null(self) -> UserUpdate:
@@ -144,11 +199,13 @@ class User(UserBase, table=True):
     # Carried in every access token; bumped on a password change or deactivation, which
     # ends every session started before it.
     token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    policy: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # a Policy
 
 
 class UserPublic(UserBase):
     id: uuid.UUID
     created_at: datetime
+    policy: Policy | None = None
 
 
 class UsersPublic(SQLModel):
@@ -197,6 +254,7 @@ class ApiKey(ApiKeyBase, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=_timestamp())
     # Written at most once a minute per key and worker, off the request path.
     last_used_at: datetime | None = Field(default=None, sa_type=_timestamp())
+    policy: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # a Policy
 
 
 class ApiKeyPublic(ApiKeyBase):
@@ -206,6 +264,14 @@ class ApiKeyPublic(ApiKeyBase):
     revoked_at: datetime | None
     expires_at: datetime | None
     last_used_at: datetime | None = Field(description="Accurate to about a minute")
+    policy: Policy | None = None
+
+
+class ApiKeyDetail(ApiKeyPublic):
+    user_id: uuid.UUID
+    effective_policy: Policy | None = Field(
+        default=None, description="This key's policy within its user's: what applies to it"
+    )
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -368,6 +434,29 @@ class LoginThrottle(SQLModel, table=True):
     window_ends_at: float = Field(index=True)
 
 
+# ── policy counters ──────────────────────────────────────────────────────────
+
+
+class PolicyCounter(SQLModel, table=True):
+    """A policy's count in one window ("k:<key id>:rpm:<window>" …), shared by workers."""
+
+    __tablename__ = "policycounter"
+
+    key: str = Field(max_length=120, primary_key=True)
+    n: int = Field(sa_type=sa.BigInteger)
+    expires_at: float = Field(index=True)  # Unix seconds: the row is useless after it
+
+
+class PolicyLease(SQLModel, table=True):
+    """One running stream of a policy's scope; renewed while it runs, void once expired."""
+
+    __tablename__ = "policylease"
+
+    key: str = Field(max_length=120, primary_key=True)
+    lease_id: str = Field(max_length=40, primary_key=True)
+    expires_at: float = Field(index=True)
+
+
 # ── usage ledger ─────────────────────────────────────────────────────────────
 
 
@@ -451,6 +540,7 @@ class AuditAction(StrEnum):
     USER_PASSWORD_CHANGE = "user.password_change"  # noqa: S105 - an action's name
     API_KEY_CREATE = "api_key.create"
     API_KEY_REVOKE = "api_key.revoke"
+    API_KEY_POLICY = "api_key.policy"
     LLM_SETTINGS_CREATE = "llm_settings.create"
     LLM_SETTINGS_UPDATE = "llm_settings.update"
 

@@ -25,6 +25,7 @@ from app.services.credential_cache import credential_cache
 from app.services.key_usage import KeyFacts, key_usage
 from app.services.llm import LLMService, get_llm_service
 from app.services.llm.ledger import set_caller
+from app.services.llm.policy import Scope, scope_of
 from app.services.login_throttle import LoginLimits, Ticket, TooManyAttempts
 from app.services.users import get_user
 
@@ -81,7 +82,8 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
                 owner = await owner_of_api_key(session, token)
                 if owner is None:
                     return None
-                key_usage.remember(key_hash, KeyFacts(owner.key_id, owner.expires_at))
+                scope = scope_of(owner.policy, f"API key {owner.name!r}", f"k:{owner.key_id.hex}")
+                key_usage.remember(key_hash, KeyFacts(owner.key_id, owner.expires_at, scope))
                 return owner.user
             return await get_user(session, user_id)
 
@@ -94,6 +96,7 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
     if not user.is_active:
         raise _unauthorized("Inactive user")
     key_id = None
+    key_scope: Scope | None = None
     if is_api_key:
         facts = key_usage.facts(key_hash)
         if facts is None:  # dropped from the bounded table while the user stayed cached
@@ -104,11 +107,15 @@ async def authenticate(settings: Settings, token: str | None, *, cached: bool) -
         if facts.expired():
             raise _unauthorized("API key expired")
         key_usage.used(facts.key_id)
-        key_id = facts.key_id
+        key_id, key_scope = facts.key_id, facts.scope
     if not is_api_key and claims.version != user.token_version:
         # The password changed or the user was deactivated after this token was issued.
         raise _unauthorized("Session ended (password changed or account deactivated)")
-    set_caller(user.id, key_id)  # the usage ledger's caller for this request's LLM calls
+    if key_scope is None and user.policy is None:  # most callers: no policy, nothing to do
+        set_caller(user.id, key_id)  # the usage ledger's caller for this request's LLM calls
+    else:
+        user_scope = scope_of(user.policy, f"user {user.email!r}", f"u:{user.id.hex}")
+        set_caller(user.id, key_id, tuple(s for s in (key_scope, user_scope) if s is not None))
     return user
 
 

@@ -19,6 +19,7 @@ from app.api.openai_compat import facade_error_response, is_facade, openai_error
 from app.core.db import DatabaseUnavailableError, unavailable_reason
 from app.services.llm.errors import (
     LLMError,
+    LLMLimitError,
     LLMOverloadedError,
     LLMRateLimitError,
     LLMValidationError,
@@ -49,7 +50,8 @@ async def _llm_error(request: Request, exc: LLMError) -> JSONResponse:
 
 
 def _with_retry_after(response: JSONResponse, exc: LLMError) -> JSONResponse:
-    if isinstance(exc, LLMRateLimitError | LLMOverloadedError) and exc.retry_after is not None:
+    waits = LLMRateLimitError | LLMOverloadedError | LLMLimitError
+    if isinstance(exc, waits) and exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
 

@@ -46,7 +46,8 @@ from app.services.llm import (
     guard_schema_off_loop,
     load_effective_settings,
 )
-from app.services.llm.ledger import set_json_reply
+from app.services.llm.ledger import Caller, current_caller, set_json_reply
+from app.services.llm.policy import may_call
 from app.services.llm.tools import (
     CALL_ID_PATTERN,
     MAX_ARGUMENTS,
@@ -296,6 +297,8 @@ async def list_models(request: Request) -> dict[str, Any]:
         errors.append({"provider": active.value, "message": message, "type": kind})
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.model_for(p))]
     ids += [f"{p.value}/{m}" for p in PROVIDERS if (m := effective.embedding_model_for(p))]
+    if (caller := current_caller()) is not None and caller.scopes:
+        ids = _callable(ids, caller, active.value, effective.model_for(active))
     body: dict[str, Any] = {
         "object": "list",
         "data": [
@@ -306,6 +309,15 @@ async def list_models(request: Request) -> dict[str, Any]:
     if errors:
         body["provider_errors"] = errors
     return body
+
+
+def _callable(ids: list[str], caller: Caller, active: str, default: str | None) -> list[str]:
+    """The ids of `ids` the caller's policies allow ("default": the active provider's model)."""
+    return [
+        i
+        for i in ids
+        if may_call(caller, *((active, default or "") if i == "default" else i.split("/", 1)))
+    ]
 
 
 @router.post("/chat/completions", response_model=None)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # How long a worker may reuse a verified credential's user without reading the database.
     # Changes made through this worker apply at once; other workers see them within this.
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Where policy counters live when set (redis://[:password@]host[:port][/db]); by default
+    # in the database. Either way they are shared by every worker and replica.
+    redis_url: str | None = Field(default=None, pattern=r"^redis://", max_length=500)
     # Login throttling (0 turns a limit off). Attempts are counted per account (the email,
     # whether or not it exists) and per client address in a window that starts with the
     # first failure; past a limit, logins answer 429 until the window ends.

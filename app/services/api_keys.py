@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -79,6 +80,8 @@ class KeyOwner:
     user: User
     key_id: uuid.UUID
     expires_at: float | None  # Unix seconds
+    name: str = ""
+    policy: dict[str, Any] | None = None
 
 
 async def owner_of_api_key(session: AsyncSession, key: str) -> KeyOwner | None:
@@ -93,7 +96,7 @@ async def owner_of_api_key(session: AsyncSession, key: str) -> KeyOwner | None:
         return None
     user, row = found
     expires = row.expires_at.timestamp() if row.expires_at else None
-    return KeyOwner(user, row.id, expires)
+    return KeyOwner(user, row.id, expires, row.name, row.policy)
 
 
 async def user_for_api_key(session: AsyncSession, key: str) -> User | None:

@@ -1,4 +1,5 @@
-"""What the request path knows of each API key: its id and expiry, and when it was last used.
+"""What the request path knows of each API key: its id, expiry and policy, and when it was
+last used.
 
 The credential cache (`app.services.credential_cache`) keeps the user behind a verified key;
 this keeps, per key hash, the key's id and expiry read with it, so an expired key is refused
@@ -19,6 +20,7 @@ from sqlmodel import col, update
 
 from app.core.db import get_sessionmaker
 from app.models import ApiKey, utcnow
+from app.services.llm.policy import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ WRITE_INTERVAL = 60.0  # seconds between two writes of one key's last_used_at
 class KeyFacts:
     key_id: uuid.UUID
     expires_at: float | None  # Unix seconds
+    scope: Scope | None = None  # the key's policy, as enforced
 
     def expired(self) -> bool:
         """Whether the key is past its expiry."""

@@ -21,7 +21,7 @@ from app.models import (
     UserUpdate,
     utcnow,
 )
-from app.services import audit
+from app.services import audit, policies
 from app.services.credential_cache import credential_cache, notify_credentials_changed
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
 
 
 # What the audit trail records of a user (the password only as "password changed").
-AUDITED_FIELDS = ("email", "full_name", "is_active", "is_superuser")
+AUDITED_FIELDS = ("email", "full_name", "is_active", "is_superuser", "policy")
 
 
 def _audited(user: User) -> dict[str, object]:
@@ -75,6 +75,8 @@ async def update_user(
     Every worker is told to drop its cached credentials of this user.
     """
     data = user_in.model_dump(exclude_unset=True)
+    if "policy" in data:
+        data["policy"] = policies.stored(user_in.policy)
     password = data.pop("password", None)
     deactivating = data.get("is_active") is False and user.is_active
     if password is not None:

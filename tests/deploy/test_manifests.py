@@ -114,7 +114,10 @@ def test_compose_schema_check_rejects_a_wrong_file(tmp_path: Path) -> None:
 def test_compose_runs_app_and_postgres_reaching_lm_studio_on_the_host() -> None:
     spec = compose()
     services = spec["services"]
-    assert set(services) == {"db", "migrate", "app"}
+    assert set(services) == {"db", "migrate", "app", "redis"}
+    # Redis is optional (policy counters): only with `--profile redis`, nothing waits for it.
+    assert services["redis"]["profiles"] == ["redis"]
+    assert all("redis" not in s.get("depends_on", {}) for s in services.values())
     assert services["db"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert "pgdata" in spec["volumes"]
     for name in ("migrate", "app"):

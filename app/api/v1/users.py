@@ -123,7 +123,8 @@ async def update_user(
     user: Annotated[User, Depends(_existing_user)],
     user_in: UserUpdate,
 ) -> UserPublic:
-    """Update a user (admin only): rename, reset password, (de)activate, grant admin.
+    """Update a user (admin only): rename, reset password, (de)activate, grant admin, set
+    their `policy` (null removes it; it bounds their JWT calls and every key of theirs).
 
     A new password or a deactivation ends the user's sessions (their access tokens stop
     working, and reactivation does not revive them); a deactivation also revokes their

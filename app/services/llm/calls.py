@@ -49,6 +49,7 @@ from app.services.llm.metrics import (
     record_call,
     record_tool_calls,
 )
+from app.services.llm.policy import admit
 from app.services.llm.protocol import (
     Capabilities,
     ChatRequest,
@@ -258,6 +259,7 @@ class ProviderService(PromptCalls):
         outcome, usage = "cancelled", None
         with recording("tools" if tools else "text") as record:
             record.trying(self.provider.value, self.model)
+            await admit(record, self.provider.value, self.model)  # the caller's policies
             try:
                 async with self._slot():
                     started = time.perf_counter()  # latency is the upstream's, not our queue's
@@ -323,6 +325,7 @@ class ProviderService(PromptCalls):
         failure: BaseException | None = None
         in_flight = STREAMS_IN_FLIGHT.labels(self.provider)
         try:
+            await admit(record, self.provider.value, self.model)  # the caller's policies
             async with self._slot():
                 started = time.perf_counter()  # time to first token excludes our queue
                 in_flight.inc()
@@ -484,6 +487,7 @@ class ProviderService(PromptCalls):
         outcome, usage = "cancelled", None
         with recording("embedding") as record:
             record.trying(self.provider.value, self.model)
+            await admit(record, self.provider.value, self.model)  # the caller's policies
             try:
                 parts = await in_order(
                     [

@@ -192,3 +192,31 @@ class LLMOverloadedError(LLMError):
     ) -> None:
         super().__init__(message, provider=provider, upstream=upstream)
         self.retry_after = retry_after
+
+
+class LLMPolicyError(LLMError):
+    """The caller's policy (an API key's or a user's, set by an admin) forbids this model."""
+
+    status_code = 403
+    kind = "policy_forbidden"
+
+
+class LLMLimitError(LLMError):
+    """A limit of the caller's policy is reached for now; `retry_after`: seconds until the
+    window that counts it ends (or a stream ends)."""
+
+    status_code = 429
+    kind = "policy_limit_reached"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class LLMPolicyStoreError(LLMError):
+    """The store that keeps policy counts (Redis, `REDIS_URL`) cannot be reached: calls
+    under a limit are refused rather than let through uncounted."""
+
+    status_code = 503
+    kind = "policy_store_unavailable"

@@ -18,7 +18,8 @@ from prometheus_client import Counter
 
 from app.services.llm.calls import PromptCalls, ProviderService
 from app.services.llm.errors import LLMError, LLMNoModelsError, LLMOverloadedError
-from app.services.llm.ledger import CallRecord, recording
+from app.services.llm.ledger import CallRecord, current_caller, recording
+from app.services.llm.policy import check_model, may_call
 from app.services.llm.protocol import (
     Capabilities,
     Completion,
@@ -96,14 +97,32 @@ class FallbackService(PromptCalls):
     async def run(self, call: Callable[[ProviderService], Awaitable[T]]) -> T:
         """`call` on each provider in turn until one answers or fails for good."""
         with recording(None):  # one usage record for the whole chain
-            for index, service in enumerate(self.chain):
+            chain = self.allowed_chain()
+            for index, service in enumerate(chain):
                 try:
                     return await call(service)
                 except LLMError as error:
-                    if index + 1 == len(self.chain) or not moves_on(error):
+                    if index + 1 == len(chain) or not moves_on(error):
                         raise
-                    self._moving_on(service, self.chain[index + 1], error)
+                    self._moving_on(service, chain[index + 1], error)
         raise AssertionError("unreachable: the last provider's error is raised")
+
+    def allowed_chain(self) -> tuple[ProviderService, ...]:
+        """The chain's entries the caller's policies allow (skipped ones are logged, never
+        reached); `LLMPolicyError` (403) when none is."""
+        caller = current_caller()
+        if caller is None or not caller.scopes:
+            return self.chain
+        chain = tuple(s for s in self.chain if may_call(caller, s.provider.value, s.model))
+        if not chain:
+            check_model(caller, self.primary.provider.value, self.primary.model)
+        if len(chain) < len(self.chain):
+            logger.info(
+                "llm fallback chain: %d of %d providers skipped by the caller's policy",
+                len(self.chain) - len(chain),
+                len(self.chain),
+            )
+        return chain
 
     async def get_structured_response(
         self,
@@ -170,7 +189,8 @@ class FallbackService(PromptCalls):
         record = CallRecord("tools_stream" if tools else "stream")  # one for the whole chain
         failure: BaseException | None = None
         try:
-            for index, service in enumerate(self.chain):
+            chain = self.allowed_chain()
+            for index, service in enumerate(chain):
                 chunks = service.stream_chunks(
                     messages,
                     temperature=temperature,
@@ -189,9 +209,9 @@ class FallbackService(PromptCalls):
                         yield chunk
                     return
                 except LLMError as error:
-                    if sent or index + 1 == len(self.chain) or not moves_on(error):
+                    if sent or index + 1 == len(chain) or not moves_on(error):
                         raise
-                    self._moving_on(service, self.chain[index + 1], error)
+                    self._moving_on(service, chain[index + 1], error)
                 finally:
                     await chunks.aclose()
         except BaseException as exc:

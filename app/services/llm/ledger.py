@@ -35,16 +35,19 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 
+from app.services.llm import policy
 from app.services.llm.errors import LLMError
 from app.services.llm.protocol import Usage
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the user, and the API key used (None for a JWT)."""
+    """Who is calling: the user, the API key used (None for a JWT), and the policies their
+    calls are held to (the key's, then the user's; none: no limits)."""
 
     user_id: uuid.UUID
     api_key_id: uuid.UUID | None = None
+    scopes: tuple[policy.Scope, ...] = ()
 
 
 LedgerEntry = tuple[
@@ -61,9 +64,16 @@ _json_reply: ContextVar[bool] = ContextVar("llm_json_reply", default=False)
 JSON_KINDS = {"text": "json", "stream": "json_stream"}
 
 
-def set_caller(user_id: uuid.UUID, api_key_id: uuid.UUID | None) -> None:
+def set_caller(
+    user_id: uuid.UUID, api_key_id: uuid.UUID | None, scopes: tuple[policy.Scope, ...] = ()
+) -> None:
     """Name the caller of the LLM calls made from here on in this context (one request)."""
-    _caller.set(Caller(user_id, api_key_id))
+    _caller.set(Caller(user_id, api_key_id, scopes))
+
+
+def current_caller() -> Caller | None:
+    """The caller of this context's LLM calls (None outside an authenticated request)."""
+    return _caller.get()
 
 
 def set_json_reply() -> None:
@@ -88,6 +98,8 @@ class CallRecord:
     outcome: str = "cancelled"
     latency_ms: float = 0.0
     json_reply: bool = field(default_factory=_json_reply.get)
+    admitted: bool = False  # by the caller's policies (`policy.admit`)
+    leases: list[tuple[str, str]] = field(default_factory=list)  # its streams' leases
 
     def trying(self, provider: str, model: str) -> None:
         """An attempt goes to `provider`'s `model` (what a failed call names)."""
@@ -115,6 +127,8 @@ class CallRecord:
         kind = self.kind or "text"
         self.kind = JSON_KINDS.get(kind, kind) if self.json_reply else kind
         self.latency_ms = (time.perf_counter() - self.started) * 1000
+        if self.admitted:
+            policy.settle(self)
         _sink()(self.entry())
 
     def entry(self) -> LedgerEntry:

@@ -65,6 +65,8 @@ ROUTES = [
     Route("GET", "/api/v1/api-keys", "user", 200),
     Route("POST", "/api/v1/api-keys", "user", 201, lambda: {"name": "matrix"}),
     Route("DELETE", f"/api/v1/api-keys/{uuid.uuid4()}", "user", 404),
+    Route("GET", f"/api/v1/api-keys/{uuid.uuid4()}", "user", 404),
+    Route("PATCH", f"/api/v1/api-keys/{uuid.uuid4()}", "admin", 404, lambda: {"policy": None}),
     Route("GET", "/api/v1/users", "admin", 200),
     Route("POST", "/api/v1/users", "admin", 201, _new_user_body),
     Route("GET", "/api/v1/users/{target}", "admin", 200),
@@ -72,6 +74,13 @@ ROUTES = [
     Route("GET", f"/api/v1/users/{uuid.uuid4()}/api-keys", "admin", 404),
     Route("GET", "/api/v1/audit", "admin", 200),
     Route("PATCH", "/api/v1/users/{target}", "admin", 200, lambda: {"full_name": "Renamed"}),
+    Route(
+        "PATCH",
+        "/api/v1/users/{target}",
+        "admin",
+        200,
+        lambda: {"policy": {"allowed_models": ["lmstudio/*"], "requests_per_minute": 5}},
+    ),
     Route("DELETE", "/api/v1/users/{target}", "admin", 200),
     Route("GET", "/api/v1/llm-settings", "admin", 200),
     Route(
