@@ -64,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         floors_md = floor.measure(duration=plan.duration, warmup=plan.warmup)
         (OUT / "floors.md").write_text(floors_md)
         print(floors_md)
+    from benchmarks import policy_cost
+
+    policy = policy_cost.run(*((0.5, 1) if args.quick else (2.0, 2)))
+    (OUT / "policy_cost.json").write_text(json.dumps(policy))
+    policy_md = policy_cost.to_markdown(policy)
+    print(policy_md)
     structured_md = structured = accuracy = None
     if not args.skip_structured and not args.quick:
         from benchmarks import structured_accuracy, structured_quality
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             structured=structured,
             floors_md=floors_md,
             accuracy=accuracy,
+            policy_md=policy_md,
         )
         print(f"wrote {path} and {path.parent / 'latency.png'}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")

@@ -426,8 +426,10 @@ def write(
     structured: dict[str, Any] | None = None,
     floors_md: str | None = None,
     accuracy: dict[str, Any] | None = None,
+    policy_md: str | None = None,
 ) -> Path:
-    """Write RESULTS.md and the plot; return the RESULTS.md path."""
+    """Write RESULTS.md and the plot; return the RESULTS.md path (`policy_md`: the section
+    on what accounting and limits cost, left out when None)."""
     plot(latency, HERE / "latency.png")
     plan = latency["plan"]
     sections = [
@@ -495,6 +497,7 @@ def write(
             if floors_md
             else []
         ),
+        *(["## What accounting and limits cost", "", policy_md, ""] if policy_md else []),
         "## The `openai` SDK alone",
         "",
         "One process calling the SDK on the same upstream, no gateway: the most a single-core "
@@ -571,6 +574,12 @@ def main() -> None:
         serving_md = serving_bench.to_markdown(json.loads(serving.read_text()))
     measured = datetime.fromtimestamp((out / "latency.json").stat().st_mtime, UTC)
     floors = out / "floors.md"
+    policy = out / "policy_cost.json"
+    policy_md = None
+    if policy.exists():
+        from benchmarks import policy_cost
+
+        policy_md = policy_cost.to_markdown(json.loads(policy.read_text()))
     print(
         write(
             latency,
@@ -581,6 +590,7 @@ def main() -> None:
             structured,
             floors.read_text() if floors.exists() else None,
             accuracy,
+            policy_md,
         )
     )
 

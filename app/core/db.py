@@ -41,15 +41,17 @@ class DatabaseUnavailableError(Exception):
         self.reason = reason
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, *, pre_ping: bool = True) -> AsyncEngine:
     """Build an engine for `database_url`, creating a SQLite file's folder if needed.
 
     Statement parameters never appear in an error's text or a log line (they hold password
-    and API-key hashes); a failure to connect raises DatabaseUnavailableError.
+    and API-key hashes); a failure to connect raises DatabaseUnavailableError. Without
+    `pre_ping`, a pooled connection is not checked before use (the caller retries a call
+    whose connection turned out dead).
     """
     url = make_url(database_url)
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": not url.drivername.startswith("sqlite"),
+        "pool_pre_ping": pre_ping and not url.drivername.startswith("sqlite"),
         "hide_parameters": True,
     }
     if url.drivername.startswith("sqlite"):

@@ -1,14 +1,13 @@
 """Counters and leases shared by every worker and replica: what policy limits are kept in.
 
-One small interface (`Counters`), two backends: the database the service already has
-(`SqlCounters`: PostgreSQL, or SQLite for a single machine), or Redis when `REDIS_URL` is
-set (`RedisCounters`, one Lua script per operation). Each operation is atomic, so limits
-hold exactly however many processes count at once:
+One small interface (`Counters`), three backends: the database the service already has
+(`SqlCounters` on PostgreSQL; `SqliteCounters` for a single machine), or Redis when
+`REDIS_URL` is set (`RedisCounters`, one Lua script per operation). Each operation is
+atomic, so limits hold exactly however many processes count at once:
 
-- `admit`: in one transaction, token counts read against their limits, then requests
-  counted, +1 each unless at the limit (`INSERT … ON CONFLICT DO UPDATE … WHERE n < limit
-  RETURNING n`: the row lock makes concurrent admissions queue, none passes the limit);
-  all or nothing;
+- `admit`: token counts read against their limits, then requests counted, +1 each unless
+  at the limit; all or nothing (PostgreSQL: one statement, 0008's `policy_admit`; SQLite:
+  one `BEGIN IMMEDIATE` transaction, concurrent admissions of one scope coalesced);
 - `add_all`: the tokens a call spent, counted after it;
 - `lease` / `release` / `renew`: running streams. A lease expires unless renewed, so the
   streams of a process that died stop counting after `LEASE_SECONDS`.
@@ -19,15 +18,15 @@ and rows past their expiry are deleted now and then.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.config import get_settings
@@ -41,16 +40,6 @@ LEASE_SECONDS = 60.0
 SWEEP_EVERY = 1000
 """Expired rows are deleted once every this many takes of a process."""
 
-_TAKE = text(
-    "INSERT INTO policycounter (key, n, expires_at) VALUES (:key, 1, :expires) "
-    "ON CONFLICT (key) DO UPDATE SET n = policycounter.n + 1 "
-    "WHERE policycounter.n < :limit RETURNING n"
-)
-_ADD = text(
-    "INSERT INTO policycounter (key, n, expires_at) VALUES (:key, :amount, :expires) "
-    "ON CONFLICT (key) DO UPDATE SET n = policycounter.n + :amount"
-)
-_READ = text("SELECT n FROM policycounter WHERE key = :key")
 _ADMIT = text(
     "SELECT policy_admit(CAST(:read_keys AS text[]), CAST(:read_limits AS bigint[]), "
     "CAST(:take_keys AS text[]), CAST(:take_limits AS bigint[]), "
@@ -89,44 +78,31 @@ class Counters(Protocol):
 
 
 class SqlCounters:
-    """The shared counters, in the service's database, through an engine of their own whose
-    commits do not wait for the disk (SQLite `synchronous=OFF`, PostgreSQL
-    `synchronous_commit=off`): counts are worth a minute, and a crash that loses the last
-    few only forgets some calls of the current window. Other tables keep full durability."""
+    """The shared counters in PostgreSQL, through an engine of their own whose commits do
+    not wait for the disk (`synchronous_commit=off`: counts are worth a minute, and a crash
+    that loses the last few only forgets some calls of the current window; other tables
+    keep full durability) and whose pooled connections are not pinged before each use: a
+    statement whose connection turns out dead is sent once more on a new one (at worst a
+    call counted twice, never one over a limit)."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._takes = 0
         self._engine: AsyncEngine | None = None
         self._autocommit: tuple[AsyncEngine, AsyncEngine] | None = None
-        # SQLite has one writer at a time, and a writer that finds the file locked sleeps
-        # (milliseconds) before it retries: this process's counter writes queue here instead.
-        sqlite = database_url.startswith("sqlite")
-        self._locks: PerLoop[asyncio.Lock] | None = PerLoop(asyncio.Lock) if sqlite else None
 
     def _statements(self) -> AsyncEngine:
-        """The engine without transactions: each statement commits on its own (PostgreSQL),
-        which spares the BEGIN and COMMIT round trips of a one-statement transaction."""
+        """The engine without transactions: each statement commits on its own, which spares
+        the BEGIN and COMMIT round trips of a one-statement transaction."""
         engine = self._db()
         if self._autocommit is None or self._autocommit[0] is not engine:
             self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
         return self._autocommit[1]
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the counters' engine (queued behind this process's others on
-        SQLite)."""
-        if self._locks is None:
-            async with self._db().begin() as conn:
-                yield conn
-            return
-        async with self._locks.get(), self._db().begin() as conn:
-            yield conn
-
     def _db(self) -> AsyncEngine:
         if self._engine is None:
-            engine = self._engine = create_engine(self._url)
-            event.listen(engine.sync_engine, "connect", _no_flush(engine.dialect.name))
+            engine = self._engine = create_engine(self._url, pre_ping=False)
+            event.listen(engine.sync_engine, "connect", _no_flush)
 
             async def dispose() -> None:
                 if self._engine is engine:
@@ -137,57 +113,45 @@ class SqlCounters:
                 close_at_loop_shutdown(("policy-counters", id(self)), dispose)
         return self._engine
 
+    async def _execute(self, statement: Any, values: dict[str, Any]) -> Any:
+        """`statement` in autocommit, sent again once if its pooled connection was dead."""
+        for attempt in (1, 2):
+            try:
+                async with self._statements().connect() as conn:
+                    result = await conn.execute(statement, values)
+                    return result.scalar() if result.returns_rows else None
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def admit(
         self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
     ) -> int | None:
-        """One transaction: each of `reads` (key, limit) must be under its limit, then each of
+        """One statement: each of `reads` (key, limit) must be under its limit, then each of
         `takes` (key, limit, expires) is counted unless at its limit. All or nothing: the
         index (into `reads` + `takes`) of the first one at its limit, or None if admitted."""
         self._takes += 1
-        if self._locks is None:  # PostgreSQL: one statement (0008's policy_admit)
+        refused = int(await self._execute(_ADMIT, _admit_arrays(reads, takes)))
+        if self._takes % SWEEP_EVERY == 0:
             async with self._statements().connect() as conn:
-                refused = int(
-                    (await conn.execute(_ADMIT, _admit_arrays(reads, takes))).scalar_one()
-                )
-                if self._takes % SWEEP_EVERY == 0:
-                    await _sweep(conn)
-            return None if refused == -1 else refused
-        async with self._write() as conn:
-            for index, (key, limit) in enumerate(reads):
-                if int((await conn.execute(_READ, {"key": key})).scalar() or 0) >= limit:
-                    return index
-            for index, (key, limit, expires) in enumerate(takes, len(reads)):
-                values = {"key": key, "limit": limit, "expires": expires}
-                if (await conn.execute(_TAKE, values)).first() is None:
-                    await conn.rollback()  # the takes before it are not counted either
-                    return index
-            if self._takes % SWEEP_EVERY == 0:
                 await _sweep(conn)
-        return None
+        return None if refused == -1 else refused
 
     async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
-        """Count each of `adds` (key, amount, expires), in one transaction."""
-        if self._locks is None:  # PostgreSQL: one statement
-            arrays = {
-                "keys": [key for key, _, _ in adds],
-                "amounts": [amount for _, amount, _ in adds],
-                "expires": [expires for _, _, expires in adds],
-            }
-            async with self._statements().connect() as conn:
-                await conn.execute(_ADD_ALL, arrays)
-            return
-        async with self._write() as conn:
-            for key, amount, expires in adds:
-                await conn.execute(_ADD, {"key": key, "amount": amount, "expires": expires})
+        """Count each of `adds` (key, amount, expires), in one statement."""
+        arrays = {
+            "keys": [key for key, _, _ in adds],
+            "amounts": [amount for _, amount, _ in adds],
+            "expires": [expires for _, _, expires in adds],
+        }
+        await self._execute(_ADD_ALL, arrays)
 
     async def lease(self, key: str, lease_id: str, limit: int) -> bool:
         """Take a lease under `key` if fewer than `limit` live ones are held; whether taken."""
         now = time.time()
-        async with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(_LOCK, {"key": key})  # until commit: leases of `key` queue
-            else:  # SQLite: a write first, so that the transaction holds the write lock
-                await conn.execute(_RELEASE, {"key": key, "id": lease_id})
+        async with self._db().begin() as conn:
+            await conn.execute(_LOCK, {"key": key})  # until commit: leases of `key` queue
             live = int((await conn.execute(_LIVE, {"key": key, "now": now})).scalar() or 0)
             if live >= limit:
                 return False
@@ -196,7 +160,7 @@ class SqlCounters:
 
     async def release(self, key: str, lease_id: str) -> None:
         """Give a lease back."""
-        async with self._write() as conn:
+        async with self._db().begin() as conn:
             await conn.execute(_RELEASE, {"key": key, "id": lease_id})
 
     async def renew(self, leases: Iterable[tuple[str, str]]) -> None:
@@ -204,7 +168,7 @@ class SqlCounters:
         expires = time.time() + LEASE_SECONDS
         rows = [{"key": key, "id": lease_id, "expires": expires} for key, lease_id in leases]
         if rows:
-            async with self._write() as conn:
+            async with self._db().begin() as conn:
                 await conn.execute(_RENEW, rows)
 
 
@@ -220,15 +184,10 @@ def _admit_arrays(
     }
 
 
-def _no_flush(dialect: str) -> Callable[[Any, Any], None]:
-    statement = "PRAGMA synchronous=OFF" if dialect == "sqlite" else "SET synchronous_commit = off"
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(statement)
-        cursor.close()
-
-    return on_connect
+def _no_flush(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET synchronous_commit = off")
+    cursor.close()
 
 
 async def _sweep(conn: AsyncConnection) -> None:
@@ -342,6 +301,15 @@ def get_counters() -> Counters:
     settings = get_settings()
     url = settings.redis_url or settings.database_url
     if _chosen is None or _chosen[0] != url:
-        store = RedisCounters(url) if settings.redis_url else SqlCounters(url)
+        store = RedisCounters(url) if settings.redis_url else database_counters(url)
         _chosen = (url, store)
     return _chosen[1]
+
+
+def database_counters(database_url: str) -> Counters:
+    """The counters in the service's database: PostgreSQL's or SQLite's."""
+    if database_url.startswith("sqlite"):
+        from app.services.llm.sqlite_counters import SqliteCounters
+
+        return SqliteCounters(database_url, LEASE_SECONDS, SWEEP_EVERY)
+    return SqlCounters(database_url)
