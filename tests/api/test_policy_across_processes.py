@@ -4,7 +4,6 @@ PostgreSQL database, hammered at once through one API key, admit exactly the lim
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections import Counter
@@ -15,10 +14,10 @@ import httpx
 import pytest
 
 from app.services.llm.settings import SettingsWatcher
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, SECRET_KEY, UserFactory, free_port
+from tests.conftest import UserFactory, free_port
+from tests.deploy.serving import ROOT, app_env
 from tests.upstream import StandInServer
 
-ROOT = Path(__file__).resolve().parents[2]
 LOCAL = "llama-3.2-3b-instruct"
 CHAT = {"model": f"lmstudio/{LOCAL}", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -27,17 +26,8 @@ async def _serve(
     database_url: str, upstream: StandInServer, cwd: Path, **extra: str
 ) -> tuple[str, object]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LMSTUDIO_", "OPENAI_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        DATABASE_URL=database_url,
-        SECRET_KEY=SECRET_KEY,
-        FIRST_SUPERUSER_EMAIL=ADMIN_EMAIL,
-        FIRST_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
-        LMSTUDIO_BASE_URL=upstream.base_url,
-        LMSTUDIO_MODEL=LOCAL,
-        LOG_LEVEL="WARNING",
-        **extra,
+    env = app_env(
+        database_url, upstream.base_url, PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING", **extra
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
