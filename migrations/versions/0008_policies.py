@@ -36,45 +36,46 @@ def upgrade() -> None:
     )
     op.create_index("ix_policylease_expires_at", "policylease", ["expires_at"])
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(ADMIT_FUNCTION)
+        op.execute(GRANT_FUNCTION)
 
 
-# A policy admission in one round trip on PostgreSQL (see app/services/llm/counters.py):
-# token counts read against their limits, then request counts taken, all or nothing (the
-# exception block undoes the takes before a refused one). Returns the refused index or -1.
-ADMIT_FUNCTION = """
-CREATE FUNCTION policy_admit(
+# Policy admissions in one round trip on PostgreSQL (see app/services/llm/counters.py):
+# `wanted` calls with the same checks at once. Token counts are read against their limits
+# (one at its limit refuses them all), then each request counter is locked (created at 0 if
+# new) and the calls granted are as many as every counter has room for; only those are
+# counted. Returns {granted, index of the check that refused the rest or -1}. No exception
+# block (a subtransaction per call): nothing is written before every room is known.
+GRANT_FUNCTION = """
+CREATE FUNCTION policy_grant(
     read_keys text[], read_limits bigint[], take_keys text[], take_limits bigint[],
-    take_expires float8[]
-) RETURNS integer LANGUAGE plpgsql AS $$
+    take_expires float8[], wanted integer
+) RETURNS integer[] LANGUAGE plpgsql AS $$
 DECLARE
     reads integer := coalesce(array_length(read_keys, 1), 0);
+    granted bigint := wanted;
     refused integer := -1;
     counted bigint;
 BEGIN
     FOR r IN 1 .. reads LOOP
         IF coalesce((SELECT n FROM policycounter WHERE key = read_keys[r]), 0)
                 >= read_limits[r] THEN
-            RETURN r - 1;
+            RETURN ARRAY[0, r - 1];
         END IF;
     END LOOP;
-    BEGIN
-        FOR t IN 1 .. coalesce(array_length(take_keys, 1), 0) LOOP
-            counted := NULL;
-            INSERT INTO policycounter (key, n, expires_at)
-                VALUES (take_keys[t], 1, take_expires[t])
-                ON CONFLICT (key) DO UPDATE SET n = policycounter.n + 1
-                WHERE policycounter.n < take_limits[t]
-                RETURNING n INTO counted;
-            IF counted IS NULL THEN
-                refused := reads + t - 1;
-                RAISE EXCEPTION 'policy_refused';
-            END IF;
-        END LOOP;
-    EXCEPTION WHEN raise_exception THEN
-        RETURN refused;
-    END;
-    RETURN -1;
+    FOR t IN 1 .. coalesce(array_length(take_keys, 1), 0) LOOP
+        INSERT INTO policycounter (key, n, expires_at)
+            VALUES (take_keys[t], 0, take_expires[t])
+            ON CONFLICT (key) DO NOTHING;
+        SELECT n INTO counted FROM policycounter WHERE key = take_keys[t] FOR UPDATE;
+        IF take_limits[t] - counted < granted THEN
+            granted := greatest(take_limits[t] - counted, 0);
+            refused := reads + t - 1;
+        END IF;
+    END LOOP;
+    IF granted > 0 THEN
+        UPDATE policycounter SET n = n + granted WHERE key = ANY(take_keys);
+    END IF;
+    RETURN ARRAY[granted::integer, refused];
 END
 $$
 """
@@ -82,7 +83,7 @@ $$
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP FUNCTION IF EXISTS policy_admit")
+        op.execute("DROP FUNCTION IF EXISTS policy_grant")
     op.drop_index("ix_policylease_expires_at", table_name="policylease")
     op.drop_table("policylease")
     op.drop_index("ix_policycounter_expires_at", table_name="policycounter")

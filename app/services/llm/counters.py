@@ -6,8 +6,9 @@ One small interface (`Counters`), three backends: the database the service alrea
 atomic, so limits hold exactly however many processes count at once:
 
 - `admit`: token counts read against their limits, then requests counted, +1 each unless
-  at the limit; all or nothing (PostgreSQL: one statement, 0008's `policy_admit`; SQLite:
-  one `BEGIN IMMEDIATE` transaction, concurrent admissions of one scope coalesced);
+  at the limit; all or nothing (PostgreSQL: one statement, 0008's `policy_grant`; SQLite:
+  one `BEGIN IMMEDIATE` transaction; on both, concurrent admissions of one scope in a
+  process are coalesced into one grant, see `app.services.llm.coalesce`);
 - `add_all`: the tokens a call spent, counted after it;
 - `lease` / `release` / `renew`: running streams. A lease expires unless renewed, so the
   streams of a process that died stop counting after `LEASE_SECONDS`.
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.core.config import get_settings
 from app.core.db import create_engine
 from app.core.loop_shutdown import close_at_loop_shutdown
+from app.services.llm.coalesce import Coalescer, Reads, Takes
 from app.services.llm.per_loop import PerLoop
 from app.services.llm.redis_wire import RedisError, RedisWire, Reply
 
@@ -40,10 +42,10 @@ LEASE_SECONDS = 60.0
 SWEEP_EVERY = 1000
 """Expired rows are deleted once every this many takes of a process."""
 
-_ADMIT = text(
-    "SELECT policy_admit(CAST(:read_keys AS text[]), CAST(:read_limits AS bigint[]), "
+_GRANT = text(
+    "SELECT policy_grant(CAST(:read_keys AS text[]), CAST(:read_limits AS bigint[]), "
     "CAST(:take_keys AS text[]), CAST(:take_limits AS bigint[]), "
-    "CAST(:take_expires AS float8[]))"
+    "CAST(:take_expires AS float8[]), :wanted)"
 )
 _ADD_ALL = text(
     "INSERT INTO policycounter (key, n, expires_at) SELECT * FROM unnest("
@@ -90,6 +92,7 @@ class SqlCounters:
         self._takes = 0
         self._engine: AsyncEngine | None = None
         self._autocommit: tuple[AsyncEngine, AsyncEngine] | None = None
+        self._coalescer = Coalescer(self._grant)
 
     def _statements(self) -> AsyncEngine:
         """The engine without transactions: each statement commits on its own, which spares
@@ -128,15 +131,20 @@ class SqlCounters:
     async def admit(
         self, reads: Sequence[tuple[str, int]], takes: Sequence[tuple[str, int, float]]
     ) -> int | None:
-        """One statement: each of `reads` (key, limit) must be under its limit, then each of
-        `takes` (key, limit, expires) is counted unless at its limit. All or nothing: the
-        index (into `reads` + `takes`) of the first one at its limit, or None if admitted."""
-        self._takes += 1
-        refused = int(await self._execute(_ADMIT, _admit_arrays(reads, takes)))
-        if self._takes % SWEEP_EVERY == 0:
+        """Each of `reads` (key, limit) must be under its limit, then each of `takes` (key,
+        limit, expires) is counted unless at its limit. All or nothing: the index (into
+        `reads` + `takes`) of the first one at its limit, or None if admitted. Concurrent
+        admissions with the same checks share one statement (0008's `policy_grant`)."""
+        return await self._coalescer.admit(reads, takes)
+
+    async def _grant(self, reads: Reads, takes: Takes, n: int) -> tuple[int, int | None]:
+        self._takes += n
+        values: dict[str, Any] = {**_admit_arrays(reads, takes), "wanted": n}
+        granted, refused = await self._execute(_GRANT, values)
+        if self._takes % SWEEP_EVERY < n:
             async with self._statements().connect() as conn:
                 await _sweep(conn)
-        return None if refused == -1 else refused
+        return int(granted), None if refused == -1 else int(refused)
 
     async def add_all(self, adds: Sequence[tuple[str, int, float]]) -> None:
         """Count each of `adds` (key, amount, expires), in one statement."""
