@@ -131,6 +131,51 @@ async def test_api_key_failed_and_cancelled_calls(
     assert rows[2].completion_tokens == 0
 
 
+async def test_the_ledger_is_complete_under_load(
+    client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, make_user: UserFactory
+) -> None:
+    """N concurrent calls of every shape, then concurrent streams the clients leave: N rows."""
+    user = await make_user()
+    per_route = 20
+    calls = [
+        ("/api/v1/llm/generate", {"prompt": "hi"}, "text"),
+        ("/api/v1/llm/stream", {"prompt": "hi"}, "stream"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "text"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "stream": True},
+            "stream",
+        ),
+    ] * per_route
+    responses = await asyncio.gather(
+        *(client.post(path, json=body, headers=user.headers) for path, body, _ in calls)
+    )
+    assert [r.status_code for r in responses] == [200] * len(calls)
+
+    left = 8
+    upstream.slow_stream(n_chunks=3, interval=0.01, delay=30, times=None)
+    leaving = [
+        asyncio.create_task(
+            client.post("/api/v1/llm/stream", json={"prompt": "hi"}, headers=user.headers)
+        )
+        for _ in range(left)
+    ]
+    assert await asyncio.to_thread(upstream.wait_for_requests, len(calls) + left, 10)
+    for request in leaving:
+        request.cancel()
+    await asyncio.gather(*leaving, return_exceptions=True)
+    assert await upstream.wait_for_disconnect_async(timeout=10, count=left)
+    upstream.reset()
+
+    rows = await rows_of(user.id, expect=len(calls) + left)
+    assert len(rows) == len(calls) + left
+    done, cancelled = rows[: len(calls)], rows[len(calls) :]
+    assert sorted(r.kind for r in done) == sorted(kind for _, _, kind in calls)
+    assert {r.outcome for r in done} == {"ok"}
+    assert all(r.completion_tokens > 0 for r in done)
+    assert [(r.kind, r.outcome) for r in cancelled] == [("stream", "cancelled")] * left
+
+
 async def test_facade_calls_asking_for_json_are_kind_json(
     client: httpx.AsyncClient, llm: LLMEnv, upstream: StandInServer, make_user: UserFactory
 ) -> None:
