@@ -326,13 +326,16 @@ async def make_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) ->
 # These files test how LLM calls behave (faults, retries, the structured ladder), which does
 # not depend on the database backend: they run once, to keep `make test` under ten minutes.
 # The API's fault files run on PostgreSQL (whose pool is the one that can leak a
-# checked-out connection); the service-level ones on SQLite.
+# checked-out connection); the service-level ones, tool calling and embeddings on SQLite.
 ONE_BACKEND = {
     "test_lmstudio.py": "sqlite",
     "test_openai.py": "sqlite",
     "test_structured.py": "sqlite",
     "test_llm_request_rules.py": "postgres",
     "test_openai_compat_faults.py": "postgres",
+    "test_openai_compat_tools.py": "sqlite",
+    "test_openai_embeddings.py": "sqlite",
+    "test_tools.py": "sqlite",
     "test_llm_faults.py": "postgres",
 }
 

@@ -27,7 +27,12 @@ async def _serve(
 ) -> tuple[str, object]:
     port = free_port()
     env = app_env(
-        database_url, upstream.base_url, PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING", **extra
+        database_url,
+        upstream.base_url,
+        PYTHONPATH=str(ROOT),
+        LOG_LEVEL="WARNING",
+        SHUTDOWN_DRAIN_SECONDS="0",  # nothing routes to them: stop at once
+        **extra,
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -76,6 +81,7 @@ async def workers(
     finally:
         for _, process in started:
             process.terminate()  # type: ignore[attr-defined]
+        for _, process in started:
             await asyncio.wait_for(process.wait(), 15)  # type: ignore[attr-defined]
 
 
