@@ -327,6 +327,8 @@ async def make_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) ->
 # not depend on the database backend: they run once, to keep `make test` under ten minutes.
 # The API's fault files run on PostgreSQL (whose pool is the one that can leak a
 # checked-out connection); the service-level ones, tool calling and embeddings on SQLite.
+# The authorization matrix (who may call each route) reads roles the same way on both
+# backends: it runs on PostgreSQL, as production does.
 ONE_BACKEND = {
     "test_lmstudio.py": "sqlite",
     "test_openai.py": "sqlite",
@@ -337,6 +339,7 @@ ONE_BACKEND = {
     "test_openai_embeddings.py": "sqlite",
     "test_tools.py": "sqlite",
     "test_llm_faults.py": "postgres",
+    "test_authorization_matrix.py": "postgres",
 }
 
 

@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_a_short_run_measures_both_stores_at_both_levels(tmp_path: Path) -> None:
+def test_a_short_run_measures_the_database_store_at_both_levels(tmp_path: Path) -> None:
     out = tmp_path / "policy_cost.json"
+    # The database store only: Redis's counters are tested in tests/api/v1/test_policies.py,
+    # and a second pair of gateways would add ten seconds to `make test`.
     command = ["-m", "benchmarks.policy_cost", "--duration", "0.3", "--rounds", "1"]
+    command += ["--redis-url", ""]
     run = subprocess.run(  # noqa: S603 - our own module, fixed arguments
         [sys.executable, *command, "--json", str(out)],
         cwd=ROOT,
@@ -31,14 +34,13 @@ def test_a_short_run_measures_both_stores_at_both_levels(tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     assert result["database"]["store"] == "SQLite"
-    assert result["redis"]["store"] == "Redis"  # the test Redis at 127.0.0.1:6379
-    for side in ("database", "redis"):
-        for level in ("1", "50"):
-            row = result[side]["levels"][level]
-            assert row["without"]["requests"] > 0, row
-            assert row["policy"]["requests"] > 0, row
-            assert row["without"]["failed"] == row["policy"]["failed"] == 0, row
-    assert run.stdout.count("| policy on ") == 4, run.stdout
+    assert result["redis"] is None
+    for level in ("1", "50"):
+        row = result["database"]["levels"][level]
+        assert row["without"]["requests"] > 0, row
+        assert row["policy"]["requests"] > 0, row
+        assert row["without"]["failed"] == row["policy"]["failed"] == 0, row
+    assert run.stdout.count("| policy on SQLite ") == 2, run.stdout
 
 
 def _level(added: float) -> dict[str, Any]:
