@@ -4,7 +4,6 @@ in each shape it comes in, and a finished stream's connection going back to the 
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from app.services.llm import get_llm_service_with_overrides
+from app.services.llm.providers.clients import close_clients
 from app.services.llm.providers.openai_compatible import MAX_LINE, SSEDecoder, error_message
 from tests.conftest import LLMEnv
 from tests.upstream import StandInServer
@@ -99,14 +99,11 @@ async def _stream_twice(llm_env: LLMEnv, upstream: StandInServer, end_after: flo
     llm = (await get_llm_service_with_overrides(provider="lmstudio")).service
     ports: list[int] = []
     upstream.enqueue(_stream_then_end(ports, end_after), times=2)
-    # The stand-in serves from a thread of this process: late in a full run, a collection of
-    # its large heap could stall both past the 0.1 s drain and fail the reuse for that alone.
-    gc.disable()
-    try:
-        for _ in range(2):
-            assert [chunk async for chunk in llm.stream_response("hi")] == ["Hello"]
-    finally:
-        gc.enable()
+    # Tests share one event loop, and with it the pooled connections earlier tests left idle:
+    # with those, the second call could reuse another idle connection than the first one's.
+    await close_clients()
+    for _ in range(2):
+        assert [chunk async for chunk in llm.stream_response("hi")] == ["Hello"]
     return ports
 
 
