@@ -270,7 +270,11 @@ async def app_url(database_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def client(app_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client pointed at the running app."""
-    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+    # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive closes them:
+    # with both at 5 s, a request sent on a connection the server was closing failed with a
+    # ReadError (seen once, in a racing-creates test, in a full run).
+    limits = httpx.Limits(keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, limits=limits) as http:
         yield http
 
 
